@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-if sys.version_info >= (3, 13):
-    import audioop  # provided by the audioop-lts distribution
-else:
+with warnings.catch_warnings():
+    # 3.11/3.12 warn that the stdlib module goes away; 3.13+ gets it from audioop-lts.
+    warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
 FRAME_MS = 20

@@ -1,0 +1,270 @@
+"""The voxgate process: one Controller wired at start-up from Settings.
+
+It owns the ESL hub thread, the outbound ESL server, the optional inbound ESL client, the
+audio fork WebSocket server and the record writer, and runs one task per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from controller import prompts, tokens
+from controller.audiofork import protocol as fork
+from controller.audiofork.media import ForkMediaPort
+from controller.audiofork.server import AudioForkServer, fork_url
+from controller.call import CallGone, CommandFailed
+from controller.config import Settings
+from controller.esl import protocol as esl
+from controller.esl.client import CALL_EVENTS, EslError, EslLink, InboundClient, OutboundServer
+from controller.esl.hub import GeventHub
+from controller.esl.protocol import EslEvent, EslFrame
+from controller.flows import FlowRegistry
+from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
+from controller.records.cdr import CallRecord, EventRecord, call_record_from_hangup
+from controller.records.store import RecordQueueFull, RecordWriter
+
+log = logging.getLogger(__name__)
+
+HANGUP_COMPLETE_WAIT_S = 5.0
+MEDIA_CONNECT_WAIT_S = 3.0
+
+
+@dataclass
+class CallStats:
+    """Counters an operator (and the benchmark) reads."""
+
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    records_refused: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Controller:
+    """Takes calls from FreeSWITCH and runs a flow on each."""
+
+    def __init__(self, settings: Settings, flows: FlowRegistry, writer: RecordWriter | None = None) -> None:
+        self.settings = settings
+        self.flows = flows
+        self.writer = writer or RecordWriter(settings.database_url.reveal())
+        self.hub = GeventHub()
+        self.calls: dict[str, FreeSwitchCall] = {}
+        self.stats = CallStats()
+        self._secret = settings.token_secret.reveal() if settings.token_secret else ""
+        self._tasks: set[asyncio.Task] = set()
+        self._seq: dict[str, int] = {}
+        self.ws = AudioForkServer(self._secret, self._media_port, max_message=settings.max_ws_message)
+        self.outbound = OutboundServer(self.hub, settings.bind_host, settings.esl_outbound_port, self._on_outbound)
+        self.inbound: InboundClient | None = None
+
+    async def start(self) -> None:
+        self.hub.start()
+        self.writer.start()
+        await self.ws.start(self.settings.bind_host, self.settings.ws_port)
+        await self.outbound.start()
+        if self.settings.esl_inbound:
+            password = self.settings.esl_password.reveal() if self.settings.esl_password else ""
+            self.inbound = InboundClient(self.hub, self.settings.esl_host, self.settings.esl_port, password,
+                                         events=CALL_EVENTS, on_event=self._on_inbound_event,
+                                         on_connected=self._resync)
+            await self.inbound.start()
+        log.info("voxgate ready: outbound ESL on %s:%s, audio fork on %s:%s", self.settings.bind_host,
+                 self.outbound.port, self.settings.bind_host, self.ws.port)
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=drain_s)
+        for task in self._tasks:
+            task.cancel()
+        if self.inbound is not None:
+            await self.inbound.stop()
+        await self.outbound.stop()
+        await self.ws.stop()
+        await self.writer.close()
+        self.hub.stop()
+
+    @property
+    def fork_base_url(self) -> str:
+        if self.settings.ws_public_url:
+            return self.settings.audio_fork_base_url
+        return f"ws://{self.settings.bind_host}:{self.ws.port}"
+
+    def _media_port(self, call_uuid: str) -> ForkMediaPort | None:
+        call = self.calls.get(call_uuid)
+        return call.media if call is not None and not call.ended.is_set() else None
+
+    # ------------------------------------------------------------ taking calls
+
+    async def _on_outbound(self, link: EslLink, data: dict[str, str]) -> None:
+        """FreeSWITCH's socket app connected for one channel."""
+        call = self._new_call(data, link, outbound=True)
+        link.on_event = call.handle_event
+        link.on_notice = lambda frame: self._on_notice(call, frame)
+        try:
+            await link.command(esl.encode_command("myevents"))
+            await link.command(esl.subscribe(["PLAYBACK_START", "PLAYBACK_STOP", *[
+                e for e in CALL_EVENTS if "::" in e]]))
+            await link.command(esl.encode_command("linger"))
+        except EslError as exc:
+            log.error("call %s: could not set up the outbound socket: %s", call.info.uuid, exc)
+            call.connection_lost(str(exc))
+        self._spawn(self._run_call(call, link))
+
+    def _on_notice(self, call: FreeSwitchCall, frame: EslFrame) -> None:
+        if frame.content_type == "voxgate/connection-lost":
+            call.connection_lost(frame.headers.get("Reason", "connection lost"))
+
+    def _new_call(self, data: dict[str, str], link: EslLink, *, outbound: bool) -> FreeSwitchCall:
+        info = call_info_from_channel(data, self.settings.default_flow)
+        spec = fork.ForkSpec(
+            url=fork_url(self.fork_base_url, info.uuid,
+                         tokens.mint(self._secret, info.uuid, self.settings.token_ttl_s,
+                                     instance=self.settings.instance_id)),
+            mix=self.settings.audio_fork_mix, rate=self.settings.audio_fork_rate,
+            streaming=self.settings.audio_fork_mode == "streaming", stream_rate=self.settings.audio_fork_rate)
+        media = ForkMediaPort(info.uuid, spec, link.api)
+        call = FreeSwitchCall(info, link, media, outbound=outbound, on_event=self._audit)
+        self.calls[info.uuid] = call
+        self._seq[info.uuid] = 0
+        self.stats.started += 1
+        return call
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ inbound mode (parked calls)
+
+    def _on_inbound_event(self, event: EslEvent) -> None:
+        call = self.calls.get(event.unique_id)
+        if call is not None:
+            call.handle_event(event)
+        elif event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None:
+            assert self.inbound is not None and self.inbound.link is not None
+            call = self._new_call(event.headers, self.inbound.link, outbound=False)
+            self._spawn(self._run_call(call, None))
+
+    async def _resync(self) -> None:
+        """After a reconnect: keep calls still up, end the ones that vanished meanwhile."""
+        assert self.inbound is not None
+        try:
+            reply = await self.inbound.api("show channels as json")
+            rows = json.loads(reply.text or "{}").get("rows", [])
+        except (EslError, ValueError) as exc:
+            log.error("ESL resync failed: %s", exc)
+            return
+        alive = {row.get("uuid") for row in rows}
+        for call_uuid, call in list(self.calls.items()):
+            if call._outbound:
+                continue
+            if call_uuid not in alive:
+                call.connection_lost("channel gone after ESL reconnect")
+            elif self.inbound.link is not None:
+                call._link = self.inbound.link
+        log.info("ESL resync: %d live channel(s), %d call(s) kept", len(alive),
+                 sum(1 for u in self.calls if u in alive))
+
+    # ------------------------------------------------------------ one call
+
+    async def _run_call(self, call: FreeSwitchCall, link: EslLink | None) -> None:
+        outcome, error = "completed", None
+        try:
+            outcome, error = await self._run_flow(call)
+        finally:
+            if not call.ended.is_set():
+                try:
+                    await call.hangup()
+                except (CallGone, CommandFailed):
+                    pass
+            try:
+                await asyncio.wait_for(call.completed.wait(), HANGUP_COMPLETE_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("call %s: no CHANNEL_HANGUP_COMPLETE within %.0f s", call.info.uuid,
+                            HANGUP_COMPLETE_WAIT_S)
+            self._record(call, outcome, error)
+            if link is not None and not link.closed.is_set():
+                try:
+                    await link.command(esl.encode_command("exit"), timeout=2)
+                except EslError:
+                    pass
+                await link.close()
+            self.calls.pop(call.info.uuid, None)
+            self._seq.pop(call.info.uuid, None)
+            self.stats.finished += 1
+            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+
+    async def _run_flow(self, call: FreeSwitchCall) -> tuple[str, str | None]:
+        flow = self.flows.get(call.info.flow)
+        if flow is None:
+            log.error("call %s: unknown flow %r", call.info.uuid, call.info.flow)
+            return "error", f"unknown flow {call.info.flow!r}"
+        try:
+            reply = await call._api(fork.start_command(call.info.uuid, call.media.spec,
+                                                       {"callSid": call.info.uuid, "flow": call.info.flow}))
+            log.debug("call %s: audio fork %s", call.info.uuid, reply.text.strip())
+            return (await flow(call)) or "completed", None
+        except CallGone:
+            return "abandoned", None
+        except Exception as exc:
+            self.stats.failed += 1
+            log.exception("call %s: flow %r failed", call.info.uuid, call.info.flow)
+            await self._apologise(call)
+            return "error", f"{type(exc).__name__}: {exc}"
+
+    async def _apologise(self, call: FreeSwitchCall) -> None:
+        try:
+            if call.media.connected:
+                await asyncio.wait_for(call.play_audio(*prompts.load("sorry")), 10)
+            await call.hangup("NORMAL_TEMPORARY_FAILURE")
+        except (CallGone, CommandFailed, asyncio.TimeoutError):
+            pass
+
+    # ------------------------------------------------------------ records
+
+    def _audit(self, event: EslEvent) -> None:
+        call_uuid = event.unique_id
+        seq = self._seq.get(call_uuid)
+        if seq is None:
+            return
+        self._seq[call_uuid] = seq + 1
+        self._submit(lambda: self.writer.submit_event(EventRecord(
+            "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, audit_payload(event))))
+
+    def _record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> None:
+        info = call.info
+        if call.hangup_headers is not None:
+            try:
+                record = call_record_from_hangup(call.hangup_headers, flow=info.flow, outcome=outcome, error=error)
+                record = replace(record, variables={**info.variables, **record.variables})
+            except ValueError as exc:
+                log.error("call %s: unusable CHANNEL_HANGUP_COMPLETE (%s); recording what is known",
+                          info.uuid, exc)
+                record = self._fallback_record(call, outcome, error)
+        else:
+            record = self._fallback_record(call, outcome, error)
+        self._submit(lambda: self.writer.submit_call(record))
+
+    def _fallback_record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> CallRecord:
+        """A CDR from voxgate's own view when FreeSWITCH's never arrived (ESL lost mid-call)."""
+        info, now = call.info, datetime.now(UTC)
+        started = info.started_at or now
+        answered = info.answered_at
+        return CallRecord(
+            pbx="freeswitch", call_uuid=info.uuid, direction=info.direction, caller_id_name=info.caller_id_name,
+            caller_id_number=info.caller_id_number, destination=info.destination, started_at=started,
+            answered_at=answered, ended_at=now, duration_s=int((now - started).total_seconds()),
+            billsec=int((now - answered).total_seconds()) if answered else 0,
+            hangup_cause=call.hangup_cause or "UNKNOWN", flow=info.flow, outcome=outcome,
+            error=error or "CHANNEL_HANGUP_COMPLETE not received", variables=dict(info.variables))
+
+    def _submit(self, submit) -> None:
+        try:
+            submit()
+        except RecordQueueFull:
+            self.stats.records_refused += 1
+            log.error("record queue full: a record was refused (database too slow or down for too long)")

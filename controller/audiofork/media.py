@@ -1,0 +1,284 @@
+"""A call's MediaPort over mod_audio_fork: caller frames in, paced agent audio out.
+
+Inbound frames are queued for the call with their arrival time. Outbound audio goes either
+as streamed L16 frames (jambonz module) or as playAudio files that FreeSWITCH writes and
+voxgate plays with uuid_broadcast (classic module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from controller.audio import FRAME_MS, Resampler, frame_bytes, to_mono
+from controller.audiofork import protocol as fork
+from controller.call import AudioFrame, PlayResult
+from controller.esl.protocol import EslFrame
+
+log = logging.getLogger(__name__)
+
+PREBUFFER_S = 0.16  # mod_audio_fork holds 160 ms before it starts playing streamed audio
+LEAD_FRAMES = 3  # frames sent ahead of real time so FreeSWITCH never runs dry
+MARK_GRACE_S = 1.0
+
+
+@dataclass
+class PacingStats:
+    """Outbound pacing: how late frames left versus their schedule."""
+
+    frames: int = 0
+    late_frames: int = 0  # left more than one frame period after their due time
+    max_late_ms: float = 0.0
+    total_late_ms: float = 0.0
+
+    def record(self, late_s: float) -> None:
+        self.frames += 1
+        late_ms = max(0.0, late_s * 1000)
+        self.total_late_ms += late_ms
+        self.max_late_ms = max(self.max_late_ms, late_ms)
+        if late_ms > FRAME_MS:
+            self.late_frames += 1
+
+
+EslApi = Callable[[str], Awaitable[EslFrame]]
+
+
+class ForkMediaPort:
+    """MediaPort for one call's audio fork."""
+
+    def __init__(self, call_uuid: str, spec: fork.ForkSpec, esl_api: EslApi, *, queue_frames: int = 250) -> None:
+        self.call_uuid = call_uuid
+        self.spec = spec
+        self.sample_rate = spec.rate
+        self._esl_api = esl_api
+        self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(queue_frames)
+        self._ws: ServerConnection | None = None
+        self._attached = asyncio.Event()
+        self._play_lock = asyncio.Lock()
+        self._generation = 0
+        self._mark_seq = 0
+        self._marks: dict[str, asyncio.Future[str]] = {}
+        self._files: dict[str, asyncio.Future[str]] = {}
+        self._file_waiter: asyncio.Future[str] | None = None
+        self._closed = False
+        self.metadata: str | None = None
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.frames_rejected = 0
+        self.pacing = PacingStats()
+
+    # ------------------------------------------------------------ inbound
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._attached.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def attach(self, ws: ServerConnection) -> None:
+        """Run one WebSocket from FreeSWITCH until it closes: metadata first, then frames."""
+        if self._ws is not None:
+            await ws.close(1008, "this call already has a media connection")
+            return
+        self._ws = ws
+        self._attached.set()
+        channels = self.spec.channels
+        frame_align = 2 * channels
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    if not message:
+                        continue  # graceful-shutdown sends one zero-length frame
+                    if len(message) % frame_align:
+                        self.frames_rejected += 1
+                        log.warning("call %s: dropped a %d-byte audio frame (not whole %d-channel L16 samples)",
+                                    self.call_uuid, len(message), channels)
+                        continue
+                    self._push(to_mono(message, channels) if channels == 2 else message)
+                elif self.metadata is None:
+                    self.metadata = message
+                else:
+                    self._on_text(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ws = None
+            self._end_playout("media connection closed")
+
+    def _push(self, pcm: bytes) -> None:
+        frame = AudioFrame(pcm, self.sample_rate, self.frames_in, time.monotonic())
+        self.frames_in += 1
+        if self._inbound.full():
+            self._inbound.get_nowait()  # a stalled consumer loses the oldest audio, never the newest
+            self.frames_dropped += 1
+        self._inbound.put_nowait(frame)
+
+    def _on_text(self, text: str) -> None:
+        report = fork.parse_client_text(text)
+        if isinstance(report, fork.MarkReport):
+            waiter = self._marks.pop(report.name, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(report.event)
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        while True:
+            frame = await self._inbound.get()
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        """The call is over: end the frame stream and any playback waiters."""
+        if self._closed:
+            return
+        self._closed = True
+        self._end_playout("call ended")
+        if self._inbound.full():
+            self._inbound.get_nowait()
+        self._inbound.put_nowait(None)
+
+    def _end_playout(self, reason: str) -> None:
+        self._generation += 1
+        for waiter in [*self._marks.values(), *self._files.values(), self._file_waiter]:
+            if waiter is not None and not waiter.done():
+                waiter.set_result("cleared")
+        self._marks.clear()
+        self._files.clear()
+
+    # ------------------------------------------------------------ outbound
+
+    async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
+        """Play to the caller; returns when played out or flushed, with what was heard."""
+        async with self._play_lock:
+            if self.spec.streaming:
+                return await self._play_streaming(pcm, sample_rate)
+            return await self._play_classic(pcm, sample_rate)
+
+    async def flush(self) -> None:
+        """Barge-in: stop what plays now and drop what is queued."""
+        self._generation += 1
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.send(fork.kill_audio())
+            except ConnectionClosed:
+                pass
+        if not self.spec.streaming:
+            await self._esl_api(f"uuid_break {self.call_uuid} all")
+
+    async def _play_streaming(self, pcm: bytes, sample_rate: int) -> PlayResult:
+        rate = self.spec.stream_rate
+        data = Resampler(sample_rate, rate).convert(pcm)
+        size = frame_bytes(rate)
+        total_ms = len(data) * 1000 // (2 * rate)
+        generation = self._generation
+        start = time.monotonic()
+        sent = 0
+        for offset in range(0, len(data), size):
+            ws = self._ws
+            if ws is None or generation != self._generation:
+                break
+            due = start + (sent - LEAD_FRAMES) * FRAME_MS / 1000
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if generation != self._generation:
+                    break
+            chunk = data[offset:offset + size]
+            try:
+                await ws.send(chunk if len(chunk) == size else chunk + bytes(size - len(chunk)))
+            except ConnectionClosed:
+                break
+            self.pacing.record(time.monotonic() - max(due, start))
+            sent += 1
+        if sent * size >= len(data) and generation == self._generation:
+            outcome = await self._await_mark(start, total_ms)
+            if outcome == "playout" or (outcome == "timeout" and generation == self._generation):
+                return PlayResult(total_ms, total_ms, False)
+        heard = (time.monotonic() - start - PREBUFFER_S) * 1000
+        return PlayResult(int(min(max(heard, 0), sent * FRAME_MS, total_ms)), total_ms, True)
+
+    async def _await_mark(self, start: float, total_ms: int) -> str:
+        """Wait for the mark after the audio; marks never report if FreeSWITCH resamples."""
+        ws = self._ws
+        if ws is None:
+            return "cleared"
+        self._mark_seq += 1
+        name = f"vx{self._mark_seq}"
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._marks[name] = waiter
+        try:
+            await ws.send(fork.mark(name))
+        except ConnectionClosed:
+            return "cleared"
+        deadline = start + total_ms / 1000 + PREBUFFER_S + MARK_GRACE_S
+        try:
+            return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.05))
+        except asyncio.TimeoutError:
+            self._marks.pop(name, None)
+            return "timeout"
+
+    async def _play_classic(self, pcm: bytes, sample_rate: int) -> PlayResult:
+        rate = 8000 if sample_rate <= 8000 else 16000
+        data = Resampler(sample_rate, rate).convert(pcm)
+        total_ms = len(data) * 1000 // (2 * rate)
+        ws = self._ws
+        if ws is None:
+            return PlayResult(0, total_ms, True)
+        generation = self._generation
+        loop = asyncio.get_running_loop()
+        self._file_waiter = loop.create_future()
+        try:
+            await ws.send(fork.play_audio(data, rate))
+            path = await asyncio.wait_for(self._file_waiter, 5.0)
+        except (ConnectionClosed, asyncio.TimeoutError):
+            return PlayResult(0, total_ms, True)
+        finally:
+            self._file_waiter = None
+        if path == "cleared" or generation != self._generation:
+            return PlayResult(0, total_ms, True)
+        done: asyncio.Future[str] = loop.create_future()
+        self._files[path] = done
+        reply = await self._esl_api(f"uuid_broadcast {self.call_uuid} {path} aleg")
+        if not reply.ok:
+            self._files.pop(path, None)
+            log.error("call %s: uuid_broadcast refused: %s", self.call_uuid, reply.text.strip())
+            return PlayResult(0, total_ms, True)
+        try:
+            result = await asyncio.wait_for(done, total_ms / 1000 + 5.0)
+        except asyncio.TimeoutError:
+            return PlayResult(0, total_ms, True)
+        finally:
+            self._files.pop(path, None)
+        status, _, played = result.partition(":")
+        if status == "done":
+            return PlayResult(total_ms, total_ms, False)
+        return PlayResult(min(int(played or 0), total_ms), total_ms, True)
+
+    def on_play_audio(self, body: dict) -> None:
+        """ESL mod_audio_fork::play_audio: the classic module wrote our audio to a file."""
+        waiter = self._file_waiter
+        if waiter is not None and not waiter.done():
+            path = body.get("file")
+            if isinstance(path, str):
+                waiter.set_result(path)
+            else:
+                log.error("call %s: FreeSWITCH could not write playAudio: %s", self.call_uuid, body)
+                waiter.set_result("cleared")
+
+    def on_playback_stop(self, path: str, status: str, played_ms: int) -> None:
+        """ESL PLAYBACK_STOP for a file this port broadcast."""
+        waiter = self._files.get(path)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(f"{status}:{played_ms}")

@@ -1,0 +1,432 @@
+"""Voxgate settings: defaults, then a TOML file, then VOXGATE_* environment variables.
+
+Everything is checked at load so a typo or a weak secret stops startup with one message
+listing every problem, instead of surfacing mid-call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import ipaddress
+import math
+import os
+import re
+import secrets
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "VOXGATE_"
+CONFIG_ENV = "VOXGATE_CONFIG"
+TOML_TABLE = "voxgate"
+DEFAULT_ESL_PASSWORD = "ClueCon"
+MIN_TOKEN_SECRET_CHARS = 16
+MASK = "**********"
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Secret:
+    """A string that never shows itself in repr, str or f-strings; call reveal() to use it."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return repr(MASK)
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class ConfigError(ValueError):
+    """The settings are unusable; the message has one line per problem, each naming its setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated runtime settings; build with load_settings(), which checks and completes them."""
+
+    bind_host: str = "127.0.0.1"
+    esl_outbound_port: int = 8084  # FreeSWITCH's `socket` app connects here; 0 = ephemeral
+    esl_inbound: bool = False  # also connect to FreeSWITCH's event socket for parked calls
+    esl_host: str = "127.0.0.1"
+    esl_port: int = 8021
+    esl_password: Secret | None = None
+    allow_default_esl_password: bool = False
+    ws_port: int = 8090  # mod_audio_fork WebSocket server
+    ws_public_url: str = ""  # how FreeSWITCH reaches the WebSocket server; "" = derived
+    audio_fork_mode: str = "streaming"  # streaming: jambonz bidirectional; classic: drachtio playAudio
+    audio_fork_rate: int = 8000
+    audio_fork_mix: str = "mono"
+    token_secret: Secret | None = None  # HMAC key for per-call WebSocket tokens
+    token_ttl_s: float = 30.0
+    instance_id: str = ""  # "" = the hostname
+    database_url: Secret = Secret("sqlite:///var/voxgate.sqlite3")  # PostgreSQL URLs carry passwords
+    default_flow: str = "greeting"
+    max_ws_message: int = 65536
+    log_level: str = "INFO"
+    tmp_dir: str = "var/tmp"
+    token_secret_ephemeral: bool = False  # set by load_settings, not configurable
+
+    @property
+    def audio_fork_base_url(self) -> str:
+        """The ws:// or wss:// base FreeSWITCH is told to connect to, without a trailing slash."""
+        if self.ws_public_url:
+            return self.ws_public_url.rstrip("/")
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"ws://{host}:{self.ws_port}"
+
+    @property
+    def database_url_redacted(self) -> str:
+        return redact_url(self.database_url.reveal())
+
+    def describe(self) -> list[str]:
+        """"name = value" lines for startup logs, with secrets masked."""
+        lines = []
+        for f in fields(self):
+            if f.name == "token_secret_ephemeral":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "database_url":
+                shown = self.database_url_redacted
+            elif f.name == "ws_public_url" and not value:
+                shown = f"{self.audio_fork_base_url} (derived)"
+            elif isinstance(value, Secret):
+                shown = MASK
+            elif value is None:
+                shown = "(unset)"
+            else:
+                shown = str(value)
+            if f.name == "token_secret" and self.token_secret_ephemeral:
+                shown += " (ephemeral: tokens die with this process)"
+            lines.append(f"{f.name} = {shown}")
+        return lines
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (userinfo or a *pass* query parameter) masked.
+
+    Over-masks rather than under-masks: SQLAlchemy allows '/', '?' and '#' in passwords.
+    """
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)", url, re.DOTALL)
+    if not match:
+        return MASK
+    scheme, rest = match.groups()
+    at = rest.rfind("@")
+    if at != -1:
+        user, has_password, _ = rest[:at].partition(":")
+        if has_password:
+            rest = f"{user}:{MASK}@{rest[at + 1:]}"
+    rest = re.sub(r"(?i)([?&;][^=&;#]*pass[^=&;#]*=)[^&;#]*", rf"\g<1>{MASK}", rest)
+    return scheme + rest
+
+
+class _Invalid(Exception):
+    """Why one value was rejected (the caller adds which setting)."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), f"a {type(value).__name__}")
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    """Turn an env string or TOML value into the field's type; secrets are never echoed."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if type(value) is int and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Invalid(f"expected true/false/yes/no/1/0, got {_show(value)}")
+    if kind is int:
+        if type(value) is int:
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip(), 10)
+            except ValueError:
+                pass
+        raise _Invalid(f"expected an integer, got {_show(value)}")
+    if kind is float:
+        if type(value) in (int, float):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise _Invalid(f"expected a number, got {_show(value)}") from None
+        else:
+            raise _Invalid(f"expected a number, got {_show(value)}")
+        if not math.isfinite(number):
+            raise _Invalid(f"expected a finite number, got {_show(value)}")
+        return number
+    if kind is str:
+        if isinstance(value, str):
+            return value.strip()
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    if Secret in (kind, *get_args(kind)):
+        if isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value)
+        raise _Invalid(f"expected a string, got {_type_name(value)}")
+    raise TypeError(f"no coercion for {kind!r}")
+
+
+def _in_range(low: int, high: int, *, low_open: bool = False) -> Callable[[Any], Any]:
+    bounds = f"greater than {low} and at most {high}" if low_open else f"between {low} and {high}"
+
+    def check(value: Any) -> Any:
+        if value < low or (low_open and value == low) or value > high:
+            raise _Invalid(f"must be {bounds}, got {value}")
+        return value
+    return check
+
+
+def _one_of(*choices: Any, case: Callable[[str], str] = str.lower) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        normal = case(value) if isinstance(value, str) else value
+        if normal not in choices:
+            raise _Invalid(f"must be one of {', '.join(map(str, choices))}; got {_show(value)}")
+        return normal
+    return check
+
+
+def _not_blank(value: str) -> str:
+    if not value:
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _bind_host(value: str) -> str:
+    if value == "localhost":
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _Invalid(f"must be an IP address or 'localhost', got {_show(value)}") from None
+
+
+def _host(value: str) -> str:
+    if not value or any(ch.isspace() or ch in "/@?#" for ch in value):
+        raise _Invalid(f"must be a host name or IP address, got {_show(value)}")
+    return value
+
+
+def _ws_url(value: str) -> str:
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        raise _Invalid(f"is not a valid URL: {_show(value)}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise _Invalid(f"must start with ws:// or wss://, got {_show(value)}")
+    if not hostname:
+        raise _Invalid(f"has no host: {_show(value)}")
+    if parts.query or parts.fragment:
+        raise _Invalid(f"must not have a query or fragment (the per-call token goes there): {_show(value)}")
+    return value
+
+
+def _nonempty_secret(value: Secret) -> Secret:
+    if not value.reveal():
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _token_secret(value: Secret) -> Secret:
+    if len(value.reveal()) < MIN_TOKEN_SECRET_CHARS:
+        raise _Invalid(
+            f"must be at least {MIN_TOKEN_SECRET_CHARS} characters; generate one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return value
+
+
+def _instance_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise _Invalid(f"must be 1-64 characters of A-Z a-z 0-9 _ . -, got {_show(value)}")
+    return value
+
+
+def _database_url(value: Secret) -> Secret:
+    url = value.reveal()
+    match = re.match(r"([A-Za-z0-9]+)(\+[A-Za-z0-9_]+)?://(.*)", url, re.DOTALL)
+    dialect = match.group(1).lower() if match else ""
+    if dialect == "postgres":
+        raise _Invalid(f"use postgresql:// (SQLAlchemy rejects postgres://), got {redact_url(url)}")
+    if dialect not in ("sqlite", "postgresql"):
+        raise _Invalid(f"must be a sqlite:/// or postgresql:// URL, got {redact_url(url)}")
+    rest = match.group(3)
+    if dialect == "sqlite" and rest and not rest.startswith("/"):
+        raise _Invalid("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path, "
+                       f"got {redact_url(url)}")
+    if dialect == "postgresql" and not rest:
+        raise _Invalid(f"a PostgreSQL URL needs a host or database, got {redact_url(url)}")
+    return value
+
+
+_PORT = _in_range(0, 65535)
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "bind_host": _bind_host,
+    "esl_outbound_port": _PORT,
+    "esl_host": _host,
+    "esl_port": _in_range(1, 65535),
+    "esl_password": _nonempty_secret,
+    "ws_port": _PORT,
+    "ws_public_url": _ws_url,
+    "audio_fork_mode": _one_of("streaming", "classic"),
+    "audio_fork_rate": _one_of(8000, 16000),
+    "audio_fork_mix": _one_of("mono", "stereo", "mixed"),
+    "token_secret": _token_secret,
+    "token_ttl_s": _in_range(0, 3600, low_open=True),
+    "instance_id": _instance_id,
+    "database_url": _database_url,
+    "default_flow": _not_blank,
+    "max_ws_message": _in_range(1024, 16 * 1024 * 1024),
+    "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", case=str.upper),
+    "tmp_dir": _not_blank,
+}
+_DEFAULTS = Settings()
+_SETTABLE = tuple(f.name for f in fields(Settings) if f.name != "token_secret_ephemeral")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _read_toml(path: Path, subject: str, problems: list[str]) -> dict[str, tuple[Any, str]]:
+    """TOML values by field name, each with the words naming where it was set."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        problems.append(f"{subject}: cannot read config file: {exc.strerror or exc}")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{subject}: not valid TOML: {exc}")
+        return {}
+    table = dict(data)
+    nested = table.pop(TOML_TABLE, {})
+    if not isinstance(nested, dict):
+        problems.append(f"{TOML_TABLE} in {path}: must be a table ([{TOML_TABLE}])")
+        nested = {}
+    for key, value in nested.items():
+        if key in table:
+            problems.append(f"{key} in {path}: set both at top level and in [{TOML_TABLE}]")
+        table[key] = value
+    found = {}
+    for key, value in table.items():
+        if key in _SETTABLE:
+            found[key] = (value, f"{key} in {path}")
+        else:
+            problems.append(f"{key} in {path}: {_unknown(key, list(_SETTABLE))}")
+    return found
+
+
+def _read_env(env: Mapping[str, str], problems: list[str]) -> dict[str, tuple[Any, str]]:
+    known = {_env_name(name): name for name in _SETTABLE}
+    found = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or key.startswith(ENV_PREFIX + "TEST_"):
+            continue
+        if key in known:
+            found[known[key]] = (value, key)
+        else:
+            problems.append(f"{key}: {_unknown(key, list(known))}")
+    return found
+
+
+def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(setting, why) for rules spanning settings; settings that failed on their own are absent."""
+    found = []
+    if values.get("esl_inbound") and "esl_password" in values and values["esl_password"] is None:
+        found.append(("esl_password", "required when esl_inbound is true"))
+    password = values.get("esl_password")
+    if (password is not None and password.reveal() == DEFAULT_ESL_PASSWORD
+            and not values.get("allow_default_esl_password")):
+        found.append(("esl_password", f"is FreeSWITCH's default {DEFAULT_ESL_PASSWORD!r}; change it in "
+                      "event_socket.conf.xml (or set allow_default_esl_password for a lab)"))
+    ws_port, esl_port = values.get("ws_port"), values.get("esl_outbound_port")
+    if ws_port and ws_port == esl_port:
+        found.append(("ws_port", f"is the same as esl_outbound_port ({esl_port}); both listen on bind_host"))
+    bind_host = values.get("bind_host")
+    if (values.get("ws_public_url") == "" and bind_host not in (None, "localhost")
+            and ipaddress.ip_address(bind_host).is_unspecified):
+        found.append(("ws_public_url", f"required when bind_host is {bind_host}: "
+                      "FreeSWITCH cannot connect to a wildcard address"))
+    return found
+
+
+def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
+    """Settings from defaults < TOML file (path, else $VOXGATE_CONFIG) < VOXGATE_* env vars.
+
+    Raises ConfigError listing every problem; unknown keys are errors because they are
+    usually typos that would otherwise silently leave a default in place.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    given: dict[str, tuple[Any, str]] = {}
+    if path is not None:
+        given.update(_read_toml(Path(path), f"config file {path}", problems))
+    elif env.get(CONFIG_ENV):
+        given.update(_read_toml(Path(env[CONFIG_ENV]), f"{CONFIG_ENV}={env[CONFIG_ENV]}", problems))
+    given.update(_read_env(env, problems))
+
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    subjects: dict[str, str] = {}
+    for name in _SETTABLE:
+        value, subjects[name] = given.get(name, (getattr(_DEFAULTS, name), f"{name} ({_env_name(name)})"))
+        if name == "instance_id" and value == "":
+            value = socket.gethostname()
+        try:
+            if value is not None:  # only an unset optional default is None
+                value = _VALIDATORS.get(name, lambda v: v)(_coerce(hints[name], value))
+        except _Invalid as exc:
+            problems.append(f"{subjects[name]}: {exc}")
+            continue
+        values[name] = value
+
+    problems += [f"{subjects[name]}: {why}" for name, why in _cross_checks(values)]
+    if problems:
+        raise ConfigError(problems)
+    if values["token_secret"] is None:
+        values["token_secret"] = Secret(secrets.token_urlsafe(32))
+        values["token_secret_ephemeral"] = True
+    return Settings(**values)

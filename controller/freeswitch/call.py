@@ -1,0 +1,289 @@
+"""FreeSWITCH's side of the PBX-neutral Call: ESL events in, ESL commands out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from controller.audiofork.media import ForkMediaPort
+from controller.call import (
+    Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, HungUp, MediaConnected, MediaLost,
+    PlaybackFinished, PlaybackStarted, PlayResult,
+)
+from controller.esl import protocol as esl
+from controller.esl.client import EslError, EslLink
+from controller.esl.protocol import EslEvent
+
+log = logging.getLogger(__name__)
+
+# Headers worth keeping in the audit trail of call_events (the rest repeat the channel state).
+AUDIT_HEADERS = (
+    "Application", "Application-Data", "Application-Response", "Application-UUID", "DTMF-Digit",
+    "DTMF-Duration", "Playback-File-Path", "Playback-Status", "Hangup-Cause", "Answer-State",
+    "Channel-Call-State", "Job-UUID",
+)
+
+
+def call_info_from_channel(data: dict[str, str], default_flow: str) -> CallInfo:
+    """CallInfo from channel data (outbound connect reply, CHANNEL_PARK, ...)."""
+    variables = {k[len("variable_"):]: v for k, v in data.items() if k.startswith("variable_")}
+    created = data.get("Caller-Channel-Created-Time", "0")
+    started = datetime.fromtimestamp(int(created) / 1e6, UTC) if created.isdigit() and created != "0" else None
+    return CallInfo(
+        uuid=data.get("Unique-ID", ""), pbx="freeswitch",
+        direction=data.get("Call-Direction", "inbound"),
+        caller_id_name=data.get("Caller-Caller-ID-Name", ""),
+        caller_id_number=data.get("Caller-Caller-ID-Number", ""),
+        destination=data.get("Caller-Destination-Number", ""),
+        flow=variables.get("voxgate_flow") or default_flow, variables=variables,
+        started_at=started or datetime.now(UTC))
+
+
+def audit_payload(event: EslEvent) -> dict:
+    """The part of an event kept in call_events."""
+    payload: dict = {k: event.headers[k] for k in AUDIT_HEADERS if k in event.headers}
+    if event.subclass:
+        payload["Event-Subclass"] = event.subclass
+    if event.body:
+        parsed = event.json_body()
+        payload["body"] = parsed if parsed is not None else event.body
+    return payload
+
+
+class FreeSwitchCall:
+    """One FreeSWITCH channel under voxgate's control (outbound socket or inbound ESL)."""
+
+    def __init__(self, info: CallInfo, link: EslLink, media: ForkMediaPort, *, outbound: bool,
+                 on_event: Callable[[EslEvent], None] | None = None) -> None:
+        self.info = info
+        self.media = media
+        self._link = link
+        self._outbound = outbound
+        self._audit = on_event
+        self._ended = asyncio.Event()
+        self.completed = asyncio.Event()
+        self.hangup_headers: dict[str, str] | None = None
+        self.hangup_cause = ""
+        self._apps: dict[str, asyncio.Future[EslEvent]] = {}
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers: list[asyncio.Queue[CallEvent]] = []
+        self._history: list[CallEvent] = []
+        self._file_playing = 0
+
+    @property
+    def ended(self) -> asyncio.Event:
+        return self._ended
+
+    # ------------------------------------------------------------ events from FreeSWITCH
+
+    def handle_event(self, event: EslEvent) -> None:
+        if event.unique_id and event.unique_id != self.info.uuid:
+            return  # another channel's event on a shared socket
+        if self._audit is not None:
+            self._audit(event)
+        now = datetime.now(UTC)
+        kind = event.kind
+        if kind == "DTMF":
+            digit = event.headers.get("DTMF-Digit", "")
+            self._digits.put_nowait(digit)
+            self._emit(Dtmf(now, digit, int(event.headers.get("DTMF-Duration", "0") or 0)))
+        elif kind == "CHANNEL_ANSWER":
+            self.info.answered_at = now
+            self._emit(Answered(now))
+        elif kind == "CHANNEL_EXECUTE_COMPLETE":
+            waiter = self._apps.pop(event.headers.get("Application-UUID", ""), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+        elif kind == "PLAYBACK_START":
+            self._emit(PlaybackStarted(now, event.headers.get("Playback-File-Path", "")))
+        elif kind == "PLAYBACK_STOP":
+            self._on_playback_stop(event, now)
+        elif kind == "mod_audio_fork::play_audio":
+            body = event.json_body()
+            self.media.on_play_audio(body if isinstance(body, dict) else {})
+        elif kind == "mod_audio_fork::connect":
+            self._emit(MediaConnected(now, self.media.sample_rate, self.media.spec.channels))
+        elif kind in ("mod_audio_fork::connect_failed", "mod_audio_fork::disconnect"):
+            reason = event.body or kind.split("::")[1]
+            log.warning("call %s: audio fork %s", self.info.uuid, reason)
+            self._emit(MediaLost(now, reason))
+        elif kind == "CHANNEL_HANGUP":
+            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"), now)
+        elif kind == "CHANNEL_HANGUP_COMPLETE":
+            self.hangup_headers = dict(event.headers)
+            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"), now)
+            self.completed.set()
+
+    def _on_playback_stop(self, event: EslEvent, now: datetime) -> None:
+        path = event.headers.get("Playback-File-Path", "")
+        status = event.headers.get("Playback-Status", "done")
+        played = int(event.variable("playback_ms", "0") or 0)
+        self.media.on_playback_stop(path, status, played)
+        self._emit(PlaybackFinished(now, path, status != "done", played))
+
+    def _on_hangup(self, cause: str, now: datetime) -> None:
+        if self._ended.is_set():
+            return
+        self.hangup_cause = cause
+        self._ended.set()
+        for waiter in self._apps.values():
+            if not waiter.done():
+                waiter.set_exception(CallGone(cause))
+        self._apps.clear()
+        self.media.close()
+        self._emit(HungUp(now, cause))
+
+    def connection_lost(self, reason: str) -> None:
+        """The ESL socket controlling this call is gone: nothing more can be done with it."""
+        if not self._ended.is_set():
+            log.error("call %s: ESL control lost mid-call (%s)", self.info.uuid, reason)
+            self._on_hangup("ESL_CONNECTION_LOST", datetime.now(UTC))
+        self.completed.set()
+
+    def _emit(self, event: CallEvent) -> None:
+        self._history.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        queue: asyncio.Queue[CallEvent] = asyncio.Queue()
+        for past in self._history:
+            queue.put_nowait(past)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if isinstance(event, HungUp):
+                    return
+        finally:
+            self._subscribers.remove(queue)
+
+    # ------------------------------------------------------------ verbs
+
+    def _check_alive(self) -> None:
+        if self._ended.is_set():
+            raise CallGone(self.hangup_cause or "call ended")
+
+    async def _api(self, command: str) -> esl.EslFrame:
+        self._check_alive()
+        try:
+            reply = await self._link.api(command)
+        except EslError as exc:
+            raise CallGone(str(exc)) from exc
+        if not reply.ok:
+            raise CommandFailed(f"{command.split()[0]}: {reply.text.strip() or reply.reply_text}")
+        return reply
+
+    async def execute(self, app: str, arg: str | None = None) -> EslEvent:
+        """Run a dialplan application on the channel and wait for it to complete."""
+        self._check_alive()
+        app_uuid = str(uuidlib.uuid4())
+        waiter: asyncio.Future[EslEvent] = asyncio.get_running_loop().create_future()
+        self._apps[app_uuid] = waiter
+        raw = esl.sendmsg(app, arg, uuid=None if self._outbound else self.info.uuid, event_uuid=app_uuid)
+        try:
+            reply = await self._link.command(raw)
+        except EslError as exc:
+            self._apps.pop(app_uuid, None)
+            raise CallGone(str(exc)) from exc
+        if not reply.ok:
+            self._apps.pop(app_uuid, None)
+            raise CommandFailed(f"{app}: {reply.reply_text}")
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not waiter.done():
+            self._apps.pop(app_uuid, None)
+            raise CallGone(self.hangup_cause)
+        return waiter.result()
+
+    async def answer(self) -> None:
+        if self.info.answered_at is None:
+            await self.execute("answer")
+
+    async def play_file(self, path: str) -> PlayResult:
+        self._file_playing += 1
+        try:
+            done = await self.execute("playback", path)
+        finally:
+            self._file_playing -= 1
+        played = int(done.variable("playback_ms", "0") or 0)
+        finished = done.headers.get("Application-Response", "") == "FILE PLAYED"
+        return PlayResult(played, played, not finished)
+
+    async def play_audio(self, pcm: bytes, sample_rate: int) -> PlayResult:
+        self._check_alive()
+        if not self.media.connected and not await self.media.wait_connected(3.0):
+            raise CommandFailed("the call's audio fork is not connected")
+        return await self.media.play(pcm, sample_rate)
+
+    async def stop_playback(self) -> None:
+        self._check_alive()
+        await self.media.flush()
+        if self._file_playing:
+            await self._api(f"uuid_break {self.info.uuid} all")
+
+    def clear_dtmf(self) -> None:
+        """Forget digits typed ahead so far."""
+        while not self._digits.empty():
+            self._digits.get_nowait()
+
+    async def collect_dtmf(self, max_digits: int, timeout: float, inter_digit_timeout: float = 3.0,
+                           terminators: str = "#") -> str:
+        digits = ""
+        wait = timeout
+        while len(digits) < max_digits:
+            self._check_alive()
+            digit = await self._next_digit(wait)
+            if digit is None:
+                break
+            if digit in terminators:
+                break
+            digits += digit
+            wait = inter_digit_timeout
+        return digits
+
+    async def _next_digit(self, timeout: float) -> str | None:
+        getter = asyncio.ensure_future(self._digits.get())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            done, _ = await asyncio.wait({getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        if ended in done:
+            raise CallGone(self.hangup_cause)
+        return None
+
+    async def send_dtmf(self, digits: str) -> None:
+        if not digits or any(d not in "0123456789*#ABCDabcdw" for d in digits):
+            raise ValueError(f"not DTMF digits: {digits!r}")
+        await self._api(f"uuid_send_dtmf {self.info.uuid} {digits}")
+
+    async def transfer(self, destination: str) -> None:
+        if not destination or any(c.isspace() for c in destination):
+            raise ValueError(f"bad transfer destination {destination!r}")
+        await self._api(f"uuid_transfer {self.info.uuid} {destination}")
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        if self._ended.is_set():
+            return
+        if not cause.replace("_", "").isalnum():
+            raise ValueError(f"bad hangup cause {cause!r}")
+        try:
+            await self._api(f"uuid_kill {self.info.uuid} {cause}")
+        except CallGone:
+            pass
+
+    def debug_state(self) -> str:
+        return json.dumps({"uuid": self.info.uuid, "ended": self._ended.is_set(), "cause": self.hangup_cause})
