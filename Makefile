@@ -1,0 +1,57 @@
+# voxgate developer targets (GNU make). Everything runs from a virtualenv that
+# this Makefile creates from nothing: `make test` on a fresh Debian 12 machine
+# installs the system packages, builds .venv and runs the suite.
+
+PY ?= python3
+VENV = .venv
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help deps install test demo bench clean
+
+help:
+	@echo "make deps     system packages (postgresql, python3-venv) if missing; apt-get, sudo only when not root"
+	@echo "make install  deps + $(VENV) with voxgate[dev] installed in editable mode"
+	@echo "make test     run the test suite (pass extra pytest options with PYTEST_ARGS='...')"
+	@echo "make demo     voxgate + the FreeSWITCH simulator on built-in defaults, one sample call"
+	@echo "make bench    concurrent-call benchmark (bench/calls.py)"
+	@echo "make clean    remove $(VENV), var/ and caches"
+	@echo "PY=$(PY) picks the interpreter that builds the venv (Python >= 3.11)"
+
+# Idempotent and silent when nothing is missing. ensurepip is the part of the
+# venv module that Debian ships separately, in python3-venv.
+deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	$(PY) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+		else echo "deps: missing:$$missing and not root, no sudo: install postgresql python3-venv by hand" >&2; exit 1; fi; \
+		echo "deps: missing:$$missing -> apt-get install -y postgresql python3-venv"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql python3-venv </dev/null; \
+	fi
+
+# deps is order-only: it runs first but never forces a reinstall by itself.
+$(VENV)/.installed: pyproject.toml | deps
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: deps $(VENV)/.installed
+
+test: install
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/voxgate demo
+
+bench: install
+	$(VENV)/bin/python bench/calls.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

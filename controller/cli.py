@@ -1,0 +1,152 @@
+"""The `voxgate` command: serve, demo, simulate, db, calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from controller.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("voxgate")
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> Settings:
+    env = {**os.environ, **(overrides or {})}
+    try:
+        return load_settings(env, getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"voxgate: configuration is not valid:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _flows(module: str | None):
+    from controller.flows import builtin_flows
+
+    registry = builtin_flows()
+    if module:
+        import importlib
+
+        user = importlib.import_module(module)
+        register = getattr(user, "register", None)
+        if register is None:
+            raise SystemExit(f"voxgate: {module} has no register(registry) function")
+        register(registry)
+    return registry
+
+
+async def _serve(settings: Settings, flows_module: str | None) -> None:
+    from controller.app import Controller
+    from controller.records.migrate import upgrade
+
+    await asyncio.to_thread(upgrade, settings.database_url.reveal())
+    controller = Controller(settings, _flows(flows_module))
+    await controller.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: letting %d call(s) finish", len(controller.calls))
+    await controller.stop(drain_s=30)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _logging(settings.log_level)
+    for line in settings.describe():
+        log.info("setting %s", line)
+    if settings.token_secret_ephemeral:
+        log.warning("VOXGATE_TOKEN_SECRET is not set: using a random one for this process only")
+    asyncio.run(_serve(settings, args.flows))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from controller.records.migrate import downgrade, upgrade
+
+    settings = _settings(args)
+    url = settings.database_url.reveal()
+    if args.action == "upgrade":
+        upgrade(url, args.revision or "head")
+    else:
+        downgrade(url, args.revision or "-1")
+    print(f"database {settings.database_url_redacted}: {args.action} done")
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from controller.records.store import list_calls
+
+    settings = _settings(args)
+    rows = list_calls(settings.database_url.reveal())[-args.limit:]
+    columns = ("started_at", "call_uuid", "caller_id_number", "destination", "flow", "duration_s",
+               "billsec", "hangup_cause", "outcome")
+    print("  ".join(columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")) for c in columns))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from controller.simulator.fake_freeswitch import main
+
+    return main(args.rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo import run_demo
+
+    overrides = {"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0"}
+    if "VOXGATE_DATABASE_URL" not in os.environ:
+        overrides["VOXGATE_DATABASE_URL"] = "sqlite:///var/demo.sqlite3"
+    settings = _settings(args, overrides)
+    _logging("WARNING" if not args.verbose else "INFO")
+    return asyncio.run(run_demo(settings, digits=args.digits, heard_path=args.heard))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxgate", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (else VOXGATE_CONFIG; env VOXGATE_* override it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="take calls from FreeSWITCH")
+    serve.add_argument("--flows", help="python module with register(registry) adding your flows")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run voxgate and a simulated FreeSWITCH, place one call")
+    demo.add_argument("--digits", default="4321", help="what the simulated caller types")
+    demo.add_argument("--heard", default="var/demo-heard.wav", help="where to save what the caller heard")
+    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (see --help)", add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_simulate)
+
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db.add_argument("revision", nargs="?")
+    db.set_defaults(func=cmd_db)
+
+    calls = sub.add_parser("calls", help="recent call detail records")
+    calls.add_argument("--limit", type=int, default=20)
+    calls.set_defaults(func=cmd_calls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
