@@ -1,0 +1,154 @@
+"""Call and event records as plain values, and the CDR built from a FreeSWITCH hangup event.
+
+Pure functions only: the writer (store.py) persists these; nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECRET_WORDS = ("password", "secret", "token")
+_VARIABLE_PREFIX = "variable_"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One finished call: a row of the `calls` table. Times must be timezone-aware (read back as UTC)."""
+
+    pbx: str
+    call_uuid: str
+    direction: str
+    caller_id_name: str
+    caller_id_number: str
+    destination: str
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime
+    duration_s: int
+    billsec: int
+    hangup_cause: str
+    flow: str
+    outcome: str
+    error: str | None
+    variables: dict[str, str]
+
+    def __post_init__(self) -> None:
+        _require_aware(self.started_at, self.answered_at, self.ended_at)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event of a call, ordered by `seq` within (pbx, call_uuid); `payload` must be JSON-serialisable."""
+
+    pbx: str
+    call_uuid: str
+    seq: int
+    at: datetime
+    type: str
+    payload: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at)
+
+
+def call_record_from_hangup(
+    headers: dict[str, str],
+    *,
+    pbx: str = "freeswitch",
+    flow: str,
+    outcome: str,
+    error: str | None = None,
+) -> CallRecord:
+    """The CDR of a CHANNEL_HANGUP_COMPLETE event, from its url-decoded headers (plain or json format).
+
+    Raises ValueError naming the header when a required one is missing or malformed; a
+    missing, zero or malformed answer time means the call was never answered.
+    """
+    direction = _required(headers, "Call-Direction")
+    if direction not in ("inbound", "outbound"):
+        raise ValueError(f"header Call-Direction is {direction!r}, expected 'inbound' or 'outbound'")
+    hangup_cause = headers.get("Hangup-Cause") or headers.get("variable_hangup_cause")
+    if not hangup_cause:
+        raise ValueError("missing header Hangup-Cause (and variable_hangup_cause)")
+    return CallRecord(
+        pbx=pbx,
+        call_uuid=_required(headers, "Unique-ID"),
+        direction=direction,
+        caller_id_name=_clean(headers.get("Caller-Caller-ID-Name", "")),
+        caller_id_number=_clean(headers.get("Caller-Caller-ID-Number", "")),
+        destination=_clean(headers.get("Caller-Destination-Number", "")),
+        started_at=_required_time(headers, "variable_start_uepoch"),
+        answered_at=_optional_time(headers, "variable_answer_uepoch"),
+        ended_at=_required_time(headers, "variable_end_uepoch"),
+        duration_s=_count(headers, "variable_duration"),
+        billsec=_count(headers, "variable_billsec"),
+        hangup_cause=_clean(hangup_cause),
+        flow=flow,
+        outcome=outcome,
+        error=error,
+        variables=channel_variables(headers),
+    )
+
+
+def channel_variables(headers: dict[str, str]) -> dict[str, str]:
+    """The `variable_*` headers with the prefix stripped, minus any that look like credentials."""
+    variables: dict[str, str] = {}
+    for key, value in headers.items():
+        if not key.startswith(_VARIABLE_PREFIX):
+            continue
+        name = key[len(_VARIABLE_PREFIX):]
+        if not any(word in name.lower() for word in _SECRET_WORDS):
+            variables[name] = _clean(value)
+    return variables
+
+
+def _require_aware(*times: datetime | None) -> None:
+    # Checked here, where the caller can fix it, not in the writer, where it would stall the queue.
+    for time in times:
+        if time is not None and time.utcoffset() is None:
+            raise ValueError(f"naive datetime {time!r}: records need timezone-aware times")
+
+
+def _clean(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL, and a %00 in a header must not make a CDR unwritable.
+    return value.replace("\x00", "")
+
+
+def _required(headers: dict[str, str], name: str) -> str:
+    value = headers.get(name)
+    if not value:
+        raise ValueError(f"missing header {name}")
+    return _clean(value)
+
+
+def _integer(headers: dict[str, str], name: str) -> int:
+    raw = _required(headers, name)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"header {name} is not an integer: {raw[:40]!r}") from None
+
+
+def _count(headers: dict[str, str], name: str) -> int:
+    value = _integer(headers, name)
+    if value < 0:
+        raise ValueError(f"header {name} is negative: {value}")
+    return value
+
+
+def _required_time(headers: dict[str, str], name: str) -> datetime:
+    micros = _integer(headers, name)
+    if micros <= 0:
+        raise ValueError(f"header {name} is not a time: {micros}")
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _optional_time(headers: dict[str, str], name: str) -> datetime | None:
+    try:
+        micros = int(headers.get(name, ""))
+    except ValueError:
+        return None
+    return _EPOCH + timedelta(microseconds=micros) if micros > 0 else None

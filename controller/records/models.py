@@ -1,0 +1,116 @@
+"""The record tables: one row per call (the CDR) and one per call event.
+
+The same models serve SQLite (a single box) and PostgreSQL (a fleet). Rows are keyed by
+the natural key (pbx, call_uuid) so that writes are idempotent upserts and events can
+arrive before their call's CDR; there is deliberately no foreign key between the tables.
+Strings carry no length limit: a long caller name from the network must never make a
+batch unwritable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Fixed constraint names, so that migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL; SQLite keeps no zone, so values are stored as UTC and read back aware.
+
+    Naive datetimes are refused: a CDR time without a zone is a bug waiting to happen.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: records need timezone-aware times")
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CallRow(Base):
+    """One finished call, as the PBX reported it at hangup plus what the flow made of it."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("pbx", "call_uuid"),
+        Index(None, "started_at"),
+        Index(None, "flow", "started_at"),
+        Index(None, "hangup_cause"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    direction: Mapped[str] = mapped_column(String())
+    caller_id_name: Mapped[str] = mapped_column(String())
+    caller_id_number: Mapped[str] = mapped_column(String())
+    destination: Mapped[str] = mapped_column(String())
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration_s: Mapped[int] = mapped_column(Integer)
+    billsec: Mapped[int] = mapped_column(Integer)
+    hangup_cause: Mapped[str] = mapped_column(String())
+    flow: Mapped[str] = mapped_column(String())
+    outcome: Mapped[str] = mapped_column(String())
+    error: Mapped[str | None] = mapped_column(Text)
+    variables: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+
+
+class CallEventRow(Base):
+    """One thing that happened during a call, in the order the call saw it (seq)."""
+
+    __tablename__ = "call_events"
+    # The unique index also serves look-ups of one call's events: no separate (pbx, call_uuid) index.
+    __table_args__ = (UniqueConstraint("pbx", "call_uuid", "seq"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    type: Mapped[str] = mapped_column(String())
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument)

@@ -1,0 +1,81 @@
+"""The alembic migrations, up and down, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.pool import NullPool
+
+from controller.records import migrate
+from controller.records.models import Base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_database_url")
+
+
+def _schema(url: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Table -> (index names, unique constraint names), as the database reports them."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        db = inspect(engine)
+        return {
+            table: (
+                # PostgreSQL also lists the index behind each unique constraint.
+                {ix["name"] for ix in db.get_indexes(table) if "duplicates_constraint" not in ix},
+                {uq["name"] for uq in db.get_unique_constraints(table)},
+            )
+            for table in db.get_table_names()
+        }
+    finally:
+        engine.dispose()
+
+
+def _model_drift(url: str) -> list:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_the_tables_and_downgrade_removes_them(empty_url):
+    migrate.upgrade(empty_url)
+    schema = _schema(empty_url)
+    assert set(schema) == {"alembic_version", "calls", "call_events"}
+    assert schema["calls"] == (
+        {"ix_calls_started_at", "ix_calls_flow_started_at", "ix_calls_hangup_cause"},
+        {"uq_calls_pbx_call_uuid"},
+    )
+    assert schema["call_events"][1] == {"uq_call_events_pbx_call_uuid_seq"}
+
+    migrate.downgrade(empty_url, "base")
+    assert set(_schema(empty_url)) == {"alembic_version"}
+
+    migrate.upgrade(empty_url, "0001")
+    assert {"calls", "call_events"} <= set(_schema(empty_url))
+
+
+def test_models_match_the_migrated_schema(empty_url):
+    migrate.upgrade(empty_url)
+    assert _model_drift(empty_url) == []
+
+
+def test_upgrade_creates_the_sqlite_folder(tmp_path):
+    path = tmp_path / "var" / "lib" / "voxgate" / "records.sqlite3"
+    migrate.upgrade(f"sqlite:///{path}")
+    assert path.is_file()
+
+
+def test_migrations_do_not_log_the_password(postgres, pg_database_url, caplog):
+    with caplog.at_level(logging.DEBUG):
+        migrate.upgrade(pg_database_url)
+        migrate.downgrade(pg_database_url, "base")
+    assert "Running downgrade 0001" in caplog.text
+    assert postgres.password not in caplog.text
