@@ -176,16 +176,10 @@ class Controller:
         try:
             outcome, error = await self._run_flow(call)
         finally:
-            if not call.ended.is_set():
-                try:
-                    await call.hangup()
-                except (CallGone, CommandFailed):
-                    pass
-            try:
-                await asyncio.wait_for(call.completed.wait(), HANGUP_COMPLETE_WAIT_S)
-            except asyncio.TimeoutError:
-                log.warning("call %s: no CHANNEL_HANGUP_COMPLETE within %.0f s", call.info.uuid,
-                            HANGUP_COMPLETE_WAIT_S)
+            if call.transferred_to is not None:
+                outcome = "transferred"  # the channel goes on in the dialplan; voxgate lets go of it
+            else:
+                await self._finish(call)
             self._record(call, outcome, error)
             if link is not None and not link.closed.is_set():
                 try:
@@ -197,6 +191,18 @@ class Controller:
             self._seq.pop(call.info.uuid, None)
             self.stats.finished += 1
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+
+    async def _finish(self, call: FreeSwitchCall) -> None:
+        """Hang up what the flow left up, then wait for FreeSWITCH's CDR event."""
+        if not call.ended.is_set():
+            try:
+                await call.hangup()
+            except (CallGone, CommandFailed):
+                pass
+        try:
+            await asyncio.wait_for(call.completed.wait(), HANGUP_COMPLETE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("call %s: no CHANNEL_HANGUP_COMPLETE within %.0f s", call.info.uuid, HANGUP_COMPLETE_WAIT_S)
 
     async def _run_flow(self, call: FreeSwitchCall) -> tuple[str, str | None]:
         flow = self.flows.get(call.info.flow)
@@ -259,8 +265,9 @@ class Controller:
             caller_id_number=info.caller_id_number, destination=info.destination, started_at=started,
             answered_at=answered, ended_at=now, duration_s=int((now - started).total_seconds()),
             billsec=int((now - answered).total_seconds()) if answered else 0,
-            hangup_cause=call.hangup_cause or "UNKNOWN", flow=info.flow, outcome=outcome,
-            error=error or "CHANNEL_HANGUP_COMPLETE not received", variables=dict(info.variables))
+            hangup_cause=call.hangup_cause or ("TRANSFERRED" if call.transferred_to else "UNKNOWN"),
+            flow=info.flow, outcome=outcome, variables=dict(info.variables),
+            error=error or (None if call.transferred_to else "CHANNEL_HANGUP_COMPLETE not received"))
 
     def _submit(self, submit) -> None:
         try:

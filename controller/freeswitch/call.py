@@ -73,6 +73,7 @@ class FreeSwitchCall:
         self._subscribers: list[asyncio.Queue[CallEvent]] = []
         self._history: list[CallEvent] = []
         self._file_playing = 0
+        self.transferred_to: str | None = None
 
     @property
     def ended(self) -> asyncio.Event:
@@ -274,6 +275,7 @@ class FreeSwitchCall:
         if not destination or any(c.isspace() for c in destination):
             raise ValueError(f"bad transfer destination {destination!r}")
         await self._api(f"uuid_transfer {self.info.uuid} {destination}")
+        self.transferred_to = destination
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._ended.is_set():
