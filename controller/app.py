@@ -80,6 +80,8 @@ class Controller:
             await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
             task.cancel()
+        # cancelled calls still hang up and write their records before the writer closes
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.inbound is not None:
             await self.inbound.stop()
         await self.outbound.stop()
@@ -126,7 +128,7 @@ class Controller:
                                      instance=self.settings.instance_id)),
             mix=self.settings.audio_fork_mix, rate=self.settings.audio_fork_rate,
             streaming=self.settings.audio_fork_mode == "streaming", stream_rate=self.settings.audio_fork_rate)
-        media = ForkMediaPort(info.uuid, spec, link.api)
+        media = ForkMediaPort(info.uuid, spec, lambda command: call.link_api(command))
         call = FreeSwitchCall(info, link, media, outbound=outbound, on_event=self._audit)
         self.calls[info.uuid] = call
         self._seq[info.uuid] = 0
@@ -152,6 +154,7 @@ class Controller:
     async def _resync(self) -> None:
         """After a reconnect: keep calls still up, end the ones that vanished meanwhile."""
         assert self.inbound is not None
+        known = set(self.calls)  # calls that appear while we ask are not judged by this snapshot
         try:
             reply = await self.inbound.api("show channels as json")
             rows = json.loads(reply.text or "{}").get("rows", [])
@@ -159,13 +162,14 @@ class Controller:
             log.error("ESL resync failed: %s", exc)
             return
         alive = {row.get("uuid") for row in rows}
-        for call_uuid, call in list(self.calls.items()):
-            if call._outbound:
+        for call_uuid in known:
+            call = self.calls.get(call_uuid)
+            if call is None or call.outbound:
                 continue
             if call_uuid not in alive:
                 call.connection_lost("channel gone after ESL reconnect")
             elif self.inbound.link is not None:
-                call._link = self.inbound.link
+                call.rebind(self.inbound.link)
         log.info("ESL resync: %d live channel(s), %d call(s) kept", len(alive),
                  sum(1 for u in self.calls if u in alive))
 
@@ -187,8 +191,9 @@ class Controller:
                 except EslError:
                     pass
                 await link.close()
-            self.calls.pop(call.info.uuid, None)
-            self._seq.pop(call.info.uuid, None)
+            if self.calls.get(call.info.uuid) is call:
+                self.calls.pop(call.info.uuid)
+                self._seq.pop(call.info.uuid, None)
             self.stats.finished += 1
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
 

@@ -24,7 +24,7 @@ from controller.esl.protocol import EslFrame
 log = logging.getLogger(__name__)
 
 PREBUFFER_S = 0.16  # mod_audio_fork holds 160 ms before it starts playing streamed audio
-LEAD_FRAMES = 3  # frames sent ahead of real time so FreeSWITCH never runs dry
+LEAD_FRAMES = 3  # frames sent ahead of the first one's due time, so FreeSWITCH never runs dry
 MARK_GRACE_S = 1.0
 
 
@@ -114,9 +114,12 @@ class ForkMediaPort:
             pass
         finally:
             self._ws = None
-            self._end_playout("media connection closed")
+            self._attached.clear()
+            self._end_playout()
 
     def _push(self, pcm: bytes) -> None:
+        if self._closed:
+            return
         frame = AudioFrame(pcm, self.sample_rate, self.frames_in, time.monotonic())
         self.frames_in += 1
         if self._inbound.full():
@@ -139,16 +142,18 @@ class ForkMediaPort:
             yield frame
 
     def close(self) -> None:
-        """The call is over: end the frame stream and any playback waiters."""
+        """The call is over: end the frame stream, playback waiters and the WebSocket."""
         if self._closed:
             return
         self._closed = True
-        self._end_playout("call ended")
+        self._end_playout()
         if self._inbound.full():
             self._inbound.get_nowait()
         self._inbound.put_nowait(None)
+        if self._ws is not None:  # after graceful-shutdown FreeSWITCH never closes it itself
+            asyncio.ensure_future(self._ws.close(1000, "call ended"))
 
-    def _end_playout(self, reason: str) -> None:
+    def _end_playout(self) -> None:
         self._generation += 1
         for waiter in [*self._marks.values(), *self._files.values(), self._file_waiter]:
             if waiter is not None and not waiter.done():
@@ -160,7 +165,10 @@ class ForkMediaPort:
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Play to the caller; returns when played out or flushed, with what was heard."""
+        generation = self._generation  # a flush while this play waits for the lock cancels it too
         async with self._play_lock:
+            if generation != self._generation:
+                return PlayResult(0, len(pcm) * 1000 // (2 * sample_rate), True)
             if self.spec.streaming:
                 return await self._play_streaming(pcm, sample_rate)
             return await self._play_classic(pcm, sample_rate)
@@ -168,6 +176,11 @@ class ForkMediaPort:
     async def flush(self) -> None:
         """Barge-in: stop what plays now and drop what is queued."""
         self._generation += 1
+        if not self.spec.streaming:
+            # uuid_break can drop a broadcast before it starts: then no PLAYBACK_STOP comes.
+            for waiter in [*self._files.values(), self._file_waiter]:
+                if waiter is not None and not waiter.done():
+                    waiter.set_result("break:0")
         ws = self._ws
         if ws is not None:
             try:
@@ -203,13 +216,14 @@ class ForkMediaPort:
             self.pacing.record(time.monotonic() - max(due, start))
             sent += 1
         if sent * size >= len(data) and generation == self._generation:
-            outcome = await self._await_mark(start, total_ms)
+            # FreeSWITCH plays out what it holds after the last frame: the lead plus its prebuffer.
+            outcome = await self._await_mark(time.monotonic() + (LEAD_FRAMES + 1) * FRAME_MS / 1000)
             if outcome == "playout" or (outcome == "timeout" and generation == self._generation):
                 return PlayResult(total_ms, total_ms, False)
         heard = (time.monotonic() - start - PREBUFFER_S) * 1000
         return PlayResult(int(min(max(heard, 0), sent * FRAME_MS, total_ms)), total_ms, True)
 
-    async def _await_mark(self, start: float, total_ms: int) -> str:
+    async def _await_mark(self, played_out_by: float) -> str:
         """Wait for the mark after the audio; marks never report if FreeSWITCH resamples."""
         ws = self._ws
         if ws is None:
@@ -222,7 +236,7 @@ class ForkMediaPort:
             await ws.send(fork.mark(name))
         except ConnectionClosed:
             return "cleared"
-        deadline = start + total_ms / 1000 + PREBUFFER_S + MARK_GRACE_S
+        deadline = played_out_by + PREBUFFER_S + MARK_GRACE_S
         try:
             return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.05))
         except asyncio.TimeoutError:
@@ -251,6 +265,10 @@ class ForkMediaPort:
         done: asyncio.Future[str] = loop.create_future()
         self._files[path] = done
         reply = await self._esl_api(f"uuid_broadcast {self.call_uuid} {path} aleg")
+        if generation != self._generation:  # barged in while the broadcast was being queued
+            self._files.pop(path, None)
+            await self._esl_api(f"uuid_break {self.call_uuid} all")
+            return PlayResult(0, total_ms, True)
         if not reply.ok:
             self._files.pop(path, None)
             log.error("call %s: uuid_broadcast refused: %s", self.call_uuid, reply.text.strip())

@@ -123,6 +123,7 @@ class InboundClient:
             link.on_event = self._route
             try:
                 link.conn = await self._hub.call(self._connect, link, timeout=15)
+                self.link = link  # before subscribing: events can overtake the subscription's reply
                 await link.command(esl.subscribe(self._events))
             except Exception as exc:
                 log.warning("ESL %s:%s not available (%s); retrying in %.1f s", self._host, self._port,
@@ -132,7 +133,6 @@ class InboundClient:
                 delay = min(delay * 2, self._backoff[1])
                 continue
             delay = self._backoff[0]
-            self.link = link
             self.connected.set()
             log.info("ESL connected to %s:%s", self._host, self._port)
             if self._on_connected is not None:
@@ -144,7 +144,7 @@ class InboundClient:
             log.warning("ESL connection lost (%s); reconnecting", link.close_reason)
 
     def _connect(self, link: EslLink) -> InboundConnection:
-        conn = InboundConnection(self._host, self._port, self._password, timeout=5)
+        conn = InboundConnection(self._host, self._port, self._password, timeout=4)
         conn.on_frame = link._frame_from_hub
         conn.connect()
         return conn
@@ -228,8 +228,25 @@ class OutboundServer:
             log.warning("outbound ESL from %s failed before connect completed: %s", address, exc)
             conn.close()
             return
-        asyncio.run_coroutine_threadsafe(self._on_session(link, data), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._on_session(link, data), self._loop)
+        future.add_done_callback(lambda f: self._session_failed(f, conn))
         conn.wait_closed()
+
+    def _session_failed(self, future, conn: OutboundConnection) -> None:
+        """A session that could not be set up must not leave the channel sitting in `socket`."""
+        if future.cancelled() or future.exception() is None:
+            return
+        log.error("outbound ESL session could not be set up: %r; hanging up", future.exception())
+        self._hub.submit(self._abandon, conn)
+
+    @staticmethod
+    def _abandon(conn: OutboundConnection) -> None:
+        try:
+            conn.send(esl.sendmsg_hangup("NORMAL_TEMPORARY_FAILURE"), timeout=2)
+            conn.send("exit", timeout=2)
+        except Exception:
+            pass
+        conn.close()
 
     async def stop(self) -> None:
         if self._server is not None:

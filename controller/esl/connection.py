@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import socket
+
 import gevent
 import gevent.event
+import gevent.lock
 from greenswitch import esl as gs
 
 from controller.esl.protocol import EslFrame, EslParser, EslProtocolError, connect_reply_headers
@@ -28,6 +31,7 @@ class _CodecReader:
 
     on_frame: FrameSink | None = None
     closed_reason: str = ""
+    _send_lock: gevent.lock.Semaphore | None = None
 
     def start_event_handlers(self) -> None:
         self._receive_events_greenlet = gevent.spawn(self.receive_events)
@@ -87,10 +91,7 @@ class _CodecReader:
         for pending in self._commands_sent:
             pending.set_exception(gs.NotConnectedError(reason))
         self._commands_sent.clear()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._shut()
         self._deliver(EslFrame({"Content-Type": "voxgate/connection-lost", "Reason": reason}))
 
     def send(self, data: bytes | str, timeout: float | None = 30.0) -> EslFrame:
@@ -98,9 +99,12 @@ class _CodecReader:
         if not self.connected:
             raise gs.NotConnectedError(self.closed_reason or "not connected")
         raw = data if isinstance(data, bytes) else (data + "\n\n").encode("utf-8")
+        if self._send_lock is None:
+            self._send_lock = gevent.lock.Semaphore()
         reply = gevent.event.AsyncResult()
-        self._commands_sent.append(reply)
-        self.sock.sendall(raw)
+        with self._send_lock:  # a blocked sendall must not let another command interleave
+            self._commands_sent.append(reply)
+            self.sock.sendall(raw)
         return reply.get(timeout=timeout)
 
     def wait_closed(self) -> None:
@@ -109,6 +113,14 @@ class _CodecReader:
 
     def close(self) -> None:
         self._run = False
+        self._shut()
+
+    def _shut(self) -> None:
+        """shutdown() wakes a greenlet blocked in recv; close() alone does not while it reads."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
@@ -138,8 +150,12 @@ class InboundConnection(_CodecReader, gs.InboundESL):
 class OutboundConnection(_CodecReader, gs.OutboundSession):
     """Outbound ESL: FreeSWITCH's `socket` application connected to voxgate for one channel."""
 
-    def connect(self) -> dict[str, str]:
-        reply = self.send("connect")
+    def __init__(self, client_address, sock) -> None:
+        super().__init__(client_address, sock)
+        self.sock_file.close()  # greenswitch's file object would keep the socket open after close()
+
+    def connect(self, timeout: float = 5.0) -> dict[str, str]:
+        reply = self.send("connect", timeout=timeout)
         self.session_data = connect_reply_headers(reply)
         self._outbound_connected = True
         return self.session_data

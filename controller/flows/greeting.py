@@ -1,4 +1,7 @@
-"""The first flow: greet, collect an account number by DTMF, read it back, say goodbye."""
+"""The first flow: greet, collect an account number by DTMF, read it back, say goodbye.
+
+The dialplan may tune it per call: voxgate_digit_timeout (seconds to wait for the first digit).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ INTER_DIGIT_TIMEOUT_S = 3.0
 async def greeting(call: Call) -> str:
     await call.answer()
     await call.play_audio(*prompts.load("greeting"))
-    digits = await call.collect_dtmf(MAX_DIGITS, FIRST_DIGIT_TIMEOUT_S, INTER_DIGIT_TIMEOUT_S, "#")
+    first_wait = _seconds(call.info.variables.get("voxgate_digit_timeout"), FIRST_DIGIT_TIMEOUT_S)
+    digits = await call.collect_dtmf(MAX_DIGITS, first_wait, INTER_DIGIT_TIMEOUT_S, "#")
     if not digits:
         await call.play_audio(*prompts.load("no_input"))
         await call.hangup()
@@ -23,3 +27,11 @@ async def greeting(call: Call) -> str:
     await call.play_audio(*prompts.sequence(readback))
     await call.hangup()
     return "completed"
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if 0 < seconds <= 60 else default

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.call import (
     Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, HungUp, MediaConnected, MediaLost,
@@ -62,7 +62,7 @@ class FreeSwitchCall:
         self.info = info
         self.media = media
         self._link = link
-        self._outbound = outbound
+        self.outbound = outbound
         self._audit = on_event
         self._ended = asyncio.Event()
         self.completed = asyncio.Event()
@@ -170,12 +170,20 @@ class FreeSwitchCall:
         if self._ended.is_set():
             raise CallGone(self.hangup_cause or "call ended")
 
-    async def _api(self, command: str) -> esl.EslFrame:
-        self._check_alive()
+    def rebind(self, link: EslLink) -> None:
+        """Use another ESL connection for this call (the inbound socket was re-established)."""
+        self._link = link
+
+    async def link_api(self, command: str) -> esl.EslFrame:
+        """An API command over whichever ESL link controls this call now."""
         try:
-            reply = await self._link.api(command)
+            return await self._link.api(command)
         except EslError as exc:
             raise CallGone(str(exc)) from exc
+
+    async def _api(self, command: str) -> esl.EslFrame:
+        self._check_alive()
+        reply = await self.link_api(command)
         if not reply.ok:
             raise CommandFailed(f"{command.split()[0]}: {reply.text.strip() or reply.reply_text}")
         return reply
@@ -186,7 +194,7 @@ class FreeSwitchCall:
         app_uuid = str(uuidlib.uuid4())
         waiter: asyncio.Future[EslEvent] = asyncio.get_running_loop().create_future()
         self._apps[app_uuid] = waiter
-        raw = esl.sendmsg(app, arg, uuid=None if self._outbound else self.info.uuid, event_uuid=app_uuid)
+        raw = esl.sendmsg(app, arg, uuid=None if self.outbound else self.info.uuid, event_uuid=app_uuid)
         try:
             reply = await self._link.command(raw)
         except EslError as exc:
@@ -274,6 +282,10 @@ class FreeSwitchCall:
     async def transfer(self, destination: str) -> None:
         if not destination or any(c.isspace() for c in destination):
             raise ValueError(f"bad transfer destination {destination!r}")
+        # The caller leaves voxgate: stop streaming their audio here, and do not take them back.
+        await self._api(fork.stop_command(self.info.uuid))
+        self.media.close()
+        await self._api(f"uuid_setvar {self.info.uuid} voxgate_flow")
         await self._api(f"uuid_transfer {self.info.uuid} {destination}")
         self.transferred_to = destination
 
@@ -287,5 +299,3 @@ class FreeSwitchCall:
         except CallGone:
             pass
 
-    def debug_state(self) -> str:
-        return json.dumps({"uuid": self.info.uuid, "ended": self._ended.is_set(), "cause": self.hangup_cause})
