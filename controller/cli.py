@@ -96,12 +96,6 @@ def cmd_calls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from controller.simulator.fake_freeswitch import main
-
-    return main(args.rest)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from controller.demo import run_demo
 
@@ -128,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    sim = sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (see --help)", add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
-    sim.set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (voxgate simulate --help)")
 
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=["upgrade", "downgrade"])
@@ -144,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options
+        from controller.simulator.fake_freeswitch import main as simulate
+
+        return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 PREBUFFER_S = 0.16  # mod_audio_fork holds 160 ms before it starts playing streamed audio
 LEAD_FRAMES = 3  # frames sent ahead of the first one's due time, so FreeSWITCH never runs dry
 MARK_GRACE_S = 1.0
+# The module releases streamed audio from its prebuffer in 80 ms steps; a shorter tail waits for
+# more audio that never comes, so every utterance ends with silence that pushes it out.
+TAIL_PAD_FRAMES = 5
 
 
 @dataclass
@@ -192,9 +195,10 @@ class ForkMediaPort:
 
     async def _play_streaming(self, pcm: bytes, sample_rate: int) -> PlayResult:
         rate = self.spec.stream_rate
-        data = Resampler(sample_rate, rate).convert(pcm)
         size = frame_bytes(rate)
-        total_ms = len(data) * 1000 // (2 * rate)
+        audio = Resampler(sample_rate, rate).convert(pcm)
+        total_ms = len(audio) * 1000 // (2 * rate)
+        data = audio + bytes(size * TAIL_PAD_FRAMES)
         generation = self._generation
         start = time.monotonic()
         sent = 0

@@ -1,0 +1,84 @@
+"""A whole FreeSWITCH call through the simulator: answer, prompt, DTMF, read-back, CDR."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controller import prompts
+from controller.records.store import list_calls, list_events
+from controller.simulator.caller import CallerScript, Dtmf, Hangup, Wait, WaitFor
+from tests.audio_match import locate
+from tests.e2e.conftest import start_rig, stop_rig
+
+GREETING_S = len(prompts.load("greeting")[0]) / 16000
+
+
+def _typing(digits: str) -> CallerScript:
+    return CallerScript([WaitFor("answer", timeout=10), Wait(GREETING_S + 0.5), Dtmf(digits),
+                         WaitFor("hangup", timeout=30)])
+
+
+async def _finished(rig, channel, timeout=40):
+    await asyncio.wait_for(channel.ended.wait(), timeout)
+    for _ in range(100):
+        await rig.controller.writer.flush()
+        rows = [r for r in list_calls(rig.database_url) if r["call_uuid"] == channel.uuid]
+        if rows:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no CDR written")
+
+
+async def test_greeting_call_reads_back_the_digits(rig):
+    channel = await rig.call(_typing("4321#"), destination="5000", caller_id_number="15551230001")
+    cdr = await _finished(rig, channel)
+
+    heard = bytes(channel.heard)
+    at, score = locate(prompts.load("greeting")[0], heard)
+    assert score > 0.95, f"greeting not heard faithfully (correlation {score:.2f})"
+    digit_times = []
+    for digit in "4321":
+        when, score = locate(prompts.load(f"digit_{digit}")[0], heard[int((at + GREETING_S) * 8000) * 2:])
+        assert score > 0.95, f"digit {digit} not read back (correlation {score:.2f})"
+        digit_times.append(when)
+    assert digit_times == sorted(digit_times), "digits read back out of order"
+
+    assert cdr["flow"] == "greeting" and cdr["outcome"] == "completed"
+    assert cdr["hangup_cause"] == "NORMAL_CLEARING"
+    assert cdr["caller_id_number"] == "15551230001" and cdr["destination"] == "5000"
+    assert cdr["variables"]["entered_digits"] == "4321"
+    assert cdr["answered_at"] is not None and cdr["duration_s"] >= int(GREETING_S)
+    events = list_events(rig.database_url, channel.uuid)
+    assert [e["payload"]["DTMF-Digit"] for e in events if e["type"] == "DTMF"] == list("4321#")
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "CHANNEL_HANGUP_COMPLETE"
+
+
+async def test_no_digits_gets_the_no_input_prompt(rig):
+    script = CallerScript([WaitFor("answer", timeout=10), WaitFor("hangup", timeout=30)])
+    channel = await rig.call(script, variables={"voxgate_digit_timeout": "0.5"})
+    cdr = await _finished(rig, channel)
+    assert cdr["outcome"] == "no_input"
+    _, score = locate(prompts.load("no_input")[0], bytes(channel.heard))
+    assert score > 0.95
+
+
+async def test_caller_hanging_up_mid_prompt_is_recorded_as_abandoned(rig):
+    script = CallerScript([WaitFor("answer", timeout=10), Wait(1.0), Hangup("NORMAL_CLEARING")])
+    channel = await rig.call(script)
+    cdr = await _finished(rig, channel)
+    assert cdr["outcome"] == "abandoned"
+    assert cdr["hangup_cause"] == "NORMAL_CLEARING"
+    assert 0 <= cdr["billsec"] <= 2
+
+
+async def test_cdr_lands_in_postgresql(tmp_path, pg_database_url):
+    rig = await start_rig(tmp_path, pg_database_url)
+    try:
+        channel = await rig.call(_typing("77#"))
+        cdr = await _finished(rig, channel)
+    finally:
+        await stop_rig(rig)
+    assert cdr["variables"]["entered_digits"] == "77"
+    assert cdr["started_at"].tzinfo is not None
+    assert len(list_events(pg_database_url, channel.uuid)) > 5
