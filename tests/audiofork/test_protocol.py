@@ -65,3 +65,32 @@ def test_mark_reports_parse_exactly_as_sent_by_the_module():
                        fork.MarkReport("m3", "cleared")]
     assert fork.parse_client_text("not json") is None
     assert fork.parse_client_text('{"bye":"bidi"}') == {"bye": "bidi"}
+
+
+def test_every_text_frame_from_both_module_generations_parses():
+    count = 0
+    for classic in (False, True):
+        for scenario in audio_fork_scenarios(classic).values():
+            texts = [e["bytes_or_text"] for e in scenario["entries"] if e["kind"] == "ws_text" and e["dir"] == "<<<"]
+            for text in texts:
+                parsed = fork.parse_client_text(text)
+                try:
+                    is_json = isinstance(json.loads(text), dict)
+                except ValueError:  # classic metadata carries the bidi args after the JSON
+                    is_json = False
+                assert (parsed is not None) == is_json, text[:60]
+                count += 1
+    assert count > 40
+
+
+def test_binary_frame_sizes_match_mix_and_rate():
+    sizes = {}
+    for scenario in audio_fork_scenarios().values():
+        frames = [e["bytes_or_text"] for e in scenario["entries"] if e["kind"] == "ws_binary" and e["dir"] == "<<<"]
+        if frames:
+            sizes[scenario["name"]] = set(frames) - {0}
+    assert sizes["mono_8k"] == {320} and sizes["mono_16k_native"] == {640}
+    assert sizes["stereo_8k"] == {640} and sizes["stereo_16k"] == {1280} and sizes["mixed_8k"] == {320}
+    for name, (mix, rate) in {"mono_8k": ("mono", 8000), "stereo_16k": ("stereo", 16000)}.items():
+        spec = fork.ForkSpec(url="ws://h", mix=mix, rate=rate)
+        assert sizes[name] == {rate // 50 * 2 * spec.channels}
