@@ -33,11 +33,14 @@ SPEECH = Path(__file__).resolve().parents[1] / "controller" / "prompts" / "greet
 
 
 async def serve(seconds: float) -> None:
+    import logging
+
     from controller.app import Controller
     from controller.config import load_settings
     from controller.flows import builtin_flows
     from controller.records.migrate import upgrade
 
+    logging.basicConfig(level=logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
     url = f"sqlite:///{tmp}/bench.sqlite3"
     upgrade(url)
