@@ -82,3 +82,23 @@ async def test_cdr_lands_in_postgresql(tmp_path, pg_database_url):
     assert cdr["variables"]["entered_digits"] == "77"
     assert cdr["started_at"].tzinfo is not None
     assert len(list_events(pg_database_url, channel.uuid)) > 5
+
+
+async def test_shipped_example_scenario_runs_against_voxgate(tmp_path, sqlite_url):
+    from pathlib import Path
+
+    from controller.simulator.fake_freeswitch import run_scenario
+
+    rig = await start_rig(tmp_path, sqlite_url)
+    try:
+        example = Path(__file__).parents[2] / "examples" / "scenarios" / "greeting.toml"
+        channel = await run_scenario(example, outbound_socket=("127.0.0.1", rig.controller.outbound.port),
+                                     heard=tmp_path / "heard.wav", tmp_dir=tmp_path)
+        await rig.controller.writer.flush()
+        await asyncio.sleep(0.5)
+        await rig.controller.writer.flush()
+    finally:
+        await stop_rig(rig)
+    cdr = next(r for r in list_calls(sqlite_url) if r["call_uuid"] == channel.uuid)
+    assert cdr["variables"]["entered_digits"] == "24680" and cdr["caller_id_name"] == "Ada Example"
+    assert (tmp_path / "heard.wav").stat().st_size > 8000 * 2 * 5
