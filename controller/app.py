@@ -221,9 +221,7 @@ class Controller:
             log.error("call %s: unknown flow %r", call.info.uuid, call.info.flow)
             return "error", f"unknown flow {call.info.flow!r}"
         try:
-            reply = await call._api(fork.start_command(call.info.uuid, call.media.spec,
-                                                       {"callSid": call.info.uuid, "flow": call.info.flow}))
-            log.debug("call %s: audio fork %s", call.info.uuid, reply.text.strip())
+            await call.start_media({"callSid": call.info.uuid, "flow": call.info.flow})
             return (await flow(call)) or "completed", None
         except CallGone:
             return "abandoned", None

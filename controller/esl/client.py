@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import gevent
 from gevent.server import StreamServer
+from greenswitch.esl import NotConnectedError, OutboundSessionHasGoneAway
 
 from controller.esl import protocol as esl
 from controller.esl.connection import InboundConnection, OutboundConnection
@@ -78,12 +79,10 @@ class EslLink:
             return await self._hub.call(conn.send, raw, timeout, timeout=timeout + 1)
         except (asyncio.TimeoutError, gevent.Timeout) as exc:
             raise EslError(f"no ESL reply within {timeout:.0f} s") from exc
-        except (OSError, ConnectionError) as exc:
+        except (NotConnectedError, OutboundSessionHasGoneAway) as exc:
+            raise EslError(f"ESL connection is down ({exc})") from exc
+        except OSError as exc:
             raise EslError(f"ESL send failed: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__name__ in ("NotConnectedError", "OutboundSessionHasGoneAway"):
-                raise EslError(f"ESL connection is down ({exc})") from exc
-            raise
 
     async def api(self, command: str, timeout: float = 10.0) -> EslFrame:
         return await self.command(esl.api(command), timeout)

@@ -213,6 +213,10 @@ class FreeSwitchCall:
             raise CallGone(self.hangup_cause)
         return waiter.result()
 
+    async def start_media(self, metadata: dict) -> None:
+        """Ask FreeSWITCH to fork this call's audio to voxgate (it connects back over WebSocket)."""
+        await self._api(fork.start_command(self.info.uuid, self.media.spec, metadata))
+
     async def answer(self) -> None:
         if self.info.answered_at is None:
             await self.execute("answer")

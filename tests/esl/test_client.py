@@ -66,14 +66,19 @@ async def _serve(replay: ReplayServer):
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_inbound_client_reads_a_whole_recorded_session(hub):
-    session = esl_sessions("esl_inbound_session.json")[1]
-    replay = ReplayServer(session)
+async def _connected_client(hub, session_index: int):
+    """A client authenticated against a replay of one recorded inbound session, and what it receives."""
+    replay = ReplayServer(esl_sessions("esl_inbound_session.json")[session_index])
     server, port = await _serve(replay)
-    events = []
+    events: list = []
     client = InboundClient(hub, "127.0.0.1", port, "ClueCon", on_event=events.append)
     await client.start()
     await asyncio.wait_for(client.connected.wait(), 5)
+    return replay, server, client, events
+
+
+async def test_inbound_client_reads_a_whole_recorded_session(hub):
+    replay, server, client, events = await _connected_client(hub, 1)
     assert replay.received[0] == b"auth ClueCon\n\n"
     assert replay.received[1].startswith(b"event plain ")
     assert replay.received[1].rstrip().split(b" ")[-len([e for e in client._events if "::" in e]) - 1] == b"CUSTOM"
@@ -100,13 +105,7 @@ async def test_inbound_client_reads_a_whole_recorded_session(hub):
 
 
 async def test_inbound_client_reads_json_events(hub):
-    session = esl_sessions("esl_inbound_session.json")[2]
-    replay = ReplayServer(session)
-    server, port = await _serve(replay)
-    events = []
-    client = InboundClient(hub, "127.0.0.1", port, "ClueCon", on_event=events.append)
-    await client.start()
-    await asyncio.wait_for(client.connected.wait(), 5)
+    replay, server, client, events = await _connected_client(hub, 2)
     for command in replay.commands[2:-1]:
         await client.link.command(command)
     await asyncio.sleep(0.2)
