@@ -7,7 +7,7 @@ with verbs and an event stream, plus a `MediaPort` for the call's audio.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -85,11 +85,15 @@ class AudioFrame:
 
 @dataclass(frozen=True, slots=True)
 class PlayResult:
-    """How a playback ended: what the caller actually heard, in milliseconds."""
+    """How a playback ended: what the caller actually heard, in milliseconds.
+
+    `first_frame_at` is the monotonic time the first audio left for the PBX (None if none did).
+    """
 
     played_ms: int
     total_ms: int
     interrupted: bool
+    first_frame_at: float | None = None
 
 
 class MediaPort(Protocol):
@@ -103,6 +107,11 @@ class MediaPort(Protocol):
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Send audio to the caller, paced in real time; returns when played out or flushed."""
+        ...
+
+    async def play_stream(self, chunks: AsyncIterator[bytes], sample_rate: int,
+                          on_first_frame: Callable[[float], None] | None = None) -> PlayResult:
+        """Play audio while it is still being produced; `on_first_frame` gets the first frame's send time."""
         ...
 
     async def flush(self) -> None:

@@ -168,13 +168,21 @@ class ForkMediaPort:
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Play to the caller; returns when played out or flushed, with what was heard."""
+        return await self.play_stream(_once(pcm), sample_rate)
+
+    async def play_stream(self, chunks: AsyncIterator[bytes], sample_rate: int,
+                          on_first_frame: Callable[[float], None] | None = None) -> PlayResult:
+        """Play audio while it is still being produced (TTS sentence by sentence).
+
+        `on_first_frame` gets the monotonic time the first frame left for the PBX.
+        """
         generation = self._generation  # a flush while this play waits for the lock cancels it too
         async with self._play_lock:
             if generation != self._generation:
-                return PlayResult(0, len(pcm) * 1000 // (2 * sample_rate), True)
+                return PlayResult(0, 0, True)
             if self.spec.streaming:
-                return await self._play_streaming(pcm, sample_rate)
-            return await self._play_classic(pcm, sample_rate)
+                return await _StreamPlay(self, sample_rate, on_first_frame).run(chunks)
+            return await self._play_classic_stream(chunks, sample_rate, on_first_frame)
 
     async def flush(self) -> None:
         """Barge-in: stop what plays now and drop what is queued."""
@@ -193,45 +201,34 @@ class ForkMediaPort:
         if not self.spec.streaming:
             await self._esl_api(f"uuid_break {self.call_uuid} all")
 
-    async def _play_streaming(self, pcm: bytes, sample_rate: int) -> PlayResult:
-        rate = self.spec.stream_rate
-        size = frame_bytes(rate)
-        audio = Resampler(sample_rate, rate).convert(pcm)
-        total_ms = len(audio) * 1000 // (2 * rate)
-        data = audio + bytes(size * TAIL_PAD_FRAMES)
-        generation = self._generation
-        start = time.monotonic()
-        sent = 0
-        for offset in range(0, len(data), size):
-            ws = self._ws
-            if ws is None or generation != self._generation:
-                break
-            due = start + (sent - LEAD_FRAMES) * FRAME_MS / 1000
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                if generation != self._generation:
-                    break
-            chunk = data[offset:offset + size]
-            try:
-                await ws.send(chunk if len(chunk) == size else chunk + bytes(size - len(chunk)))
-            except ConnectionClosed:
-                break
-            self.pacing.record(time.monotonic() - max(due, start))
-            sent += 1
-        if sent * size >= len(data) and generation == self._generation:
-            # FreeSWITCH plays out what it holds after the last frame: the lead plus its prebuffer.
-            outcome = await self._await_mark(time.monotonic() + (LEAD_FRAMES + 1) * FRAME_MS / 1000)
-            if outcome == "playout" or (outcome == "timeout" and generation == self._generation):
-                return PlayResult(total_ms, total_ms, False)
-        heard = (time.monotonic() - start - PREBUFFER_S) * 1000
-        return PlayResult(int(min(max(heard, 0), sent * FRAME_MS, total_ms)), total_ms, True)
+    async def _play_classic_stream(self, chunks: AsyncIterator[bytes], sample_rate: int,
+                                   on_first_frame: Callable[[float], None] | None) -> PlayResult:
+        """Classic module: each chunk becomes one playAudio file, broadcast in turn."""
+        played = total = 0
+        async for pcm in chunks:
+            result = await self._play_classic(pcm, sample_rate, on_first_frame)
+            on_first_frame = None
+            played, total = played + result.played_ms, total + result.total_ms
+            if result.interrupted:
+                return PlayResult(played, total, True)
+        return PlayResult(played, total, False)
 
-    async def _await_mark(self, played_out_by: float) -> str:
-        """Wait for the mark after the audio; marks never report if FreeSWITCH resamples."""
+    async def send_frame(self, generation: int, frame: bytes) -> bool:
+        """One streamed frame, unless the WebSocket is gone or a flush came first."""
+        ws = self._ws
+        if ws is None or generation != self._generation:
+            return False
+        try:
+            await ws.send(frame)
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def send_mark(self) -> tuple[str, asyncio.Future[str]] | None:
+        """A named position in the stream; the future resolves to "playout" or "cleared"."""
         ws = self._ws
         if ws is None:
-            return "cleared"
+            return None
         self._mark_seq += 1
         name = f"vx{self._mark_seq}"
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -239,15 +236,19 @@ class ForkMediaPort:
         try:
             await ws.send(fork.mark(name))
         except ConnectionClosed:
-            return "cleared"
-        deadline = played_out_by + PREBUFFER_S + MARK_GRACE_S
-        try:
-            return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.05))
-        except asyncio.TimeoutError:
             self._marks.pop(name, None)
-            return "timeout"
+            return None
+        return name, waiter
 
-    async def _play_classic(self, pcm: bytes, sample_rate: int) -> PlayResult:
+    def forget_mark(self, name: str) -> None:
+        self._marks.pop(name, None)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def _play_classic(self, pcm: bytes, sample_rate: int,
+                            on_first_frame: Callable[[float], None] | None = None) -> PlayResult:
         rate = 8000 if sample_rate <= 8000 else 16000
         data = Resampler(sample_rate, rate).convert(pcm)
         total_ms = len(data) * 1000 // (2 * rate)
@@ -277,6 +278,8 @@ class ForkMediaPort:
             self._files.pop(path, None)
             log.error("call %s: uuid_broadcast refused: %s", self.call_uuid, reply.text.strip())
             return PlayResult(0, total_ms, True)
+        if on_first_frame is not None:
+            on_first_frame(time.monotonic())
         try:
             result = await asyncio.wait_for(done, total_ms / 1000 + 5.0)
         except asyncio.TimeoutError:
@@ -304,3 +307,116 @@ class ForkMediaPort:
         waiter = self._files.get(path)
         if waiter is not None and not waiter.done():
             waiter.set_result(f"{status}:{played_ms}")
+
+
+async def _once(pcm: bytes) -> AsyncIterator[bytes]:
+    yield pcm
+
+
+class _StreamPlay:
+    """One streamed playback: paced frames, a mark after each chunk, what the caller heard.
+
+    Frames follow an absolute schedule (catching up after a stall). When the producer is
+    late with the next chunk the PBX has run dry, so the schedule restarts with a new lead.
+    """
+
+    def __init__(self, port: ForkMediaPort, sample_rate: int,
+                 on_first_frame: Callable[[float], None] | None) -> None:
+        self.port = port
+        self.rate = port.spec.stream_rate
+        self.size = frame_bytes(self.rate)
+        self.resampler = Resampler(sample_rate, self.rate)
+        self.on_first_frame = on_first_frame
+        self.generation = port.generation
+        self.t0 = 0.0
+        self.sent = 0
+        self.heard_floor = 0  # frames surely played before the last restart of the schedule
+        self.audio_bytes = 0
+        self.marks: list[tuple[int, str, asyncio.Future[str]]] = []  # (frames before it, name, waiter)
+        self.first_at: float | None = None
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> PlayResult:
+        pending = b""
+        complete = True
+        async for chunk in chunks:
+            audio = self.resampler.convert(chunk)
+            self.audio_bytes += len(audio)
+            pending += audio
+            whole = len(pending) - len(pending) % self.size
+            if not await self._send(pending[:whole]):
+                complete = False
+                break
+            pending = pending[whole:]
+            await self._mark()
+        if complete:
+            tail = pending + bytes(-len(pending) % self.size + self.size * TAIL_PAD_FRAMES)
+            complete = await self._send(tail)
+        if complete:
+            if await self._played_out():
+                return PlayResult(self.total_ms, self.total_ms, False, self.first_at)
+        return PlayResult(self._heard_ms(), self.total_ms, True, self.first_at)
+
+    @property
+    def total_ms(self) -> int:
+        return self.audio_bytes * 1000 // (2 * self.rate)
+
+    async def _send(self, data: bytes) -> bool:
+        period = FRAME_MS / 1000
+        if self.sent == 0:
+            self.t0 = time.monotonic()
+        elif data and self.t0 + (self.sent - LEAD_FRAMES) * period < time.monotonic() - period:
+            # the producer was late: FreeSWITCH played everything and waits, so start a new lead
+            self.heard_floor = self.sent
+            self.t0 = time.monotonic() - self.sent * period
+        for offset in range(0, len(data), self.size):
+            due = self.t0 + (self.sent - LEAD_FRAMES) * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not await self.port.send_frame(self.generation, data[offset:offset + self.size]):
+                return False
+            now = time.monotonic()
+            if self.first_at is None:
+                self.first_at = now
+                if self.on_first_frame is not None:
+                    self.on_first_frame(now)
+            self.port.pacing.record(now - max(due, self.t0))
+            self.sent += 1
+        return True
+
+    async def _mark(self) -> None:
+        mark = await self.port.send_mark()
+        if mark is not None:
+            self.marks.append((self.sent, *mark))
+
+    async def _played_out(self) -> bool:
+        """Wait for the last mark; marks never report if FreeSWITCH resamples, so time bounds it."""
+        mark = await self.port.send_mark()
+        if mark is None:
+            return False
+        name, waiter = mark
+        left = (self.sent - self._estimate()) * FRAME_MS / 1000
+        try:
+            outcome = await asyncio.wait_for(waiter, max(left, 0) + PREBUFFER_S + MARK_GRACE_S)
+        except asyncio.TimeoutError:
+            self.port.forget_mark(name)
+            return self.generation == self.port.generation
+        return outcome == "playout"
+
+    def _estimate(self) -> int:
+        """Frames FreeSWITCH has played by now, from the schedule (it starts after its prebuffer)."""
+        played = int((time.monotonic() - self.t0 - PREBUFFER_S) * 1000 // FRAME_MS)
+        return max(self.heard_floor, min(played, self.sent))
+
+    def _heard_ms(self) -> int:
+        """Marks bound the estimate: one reported played is a floor, one cleared a ceiling."""
+        frames = self._estimate()
+        for position, name, waiter in self.marks:
+            self.port.forget_mark(name)
+            if not waiter.done():
+                continue
+            if waiter.result() == "playout":
+                frames = max(frames, position)
+            elif waiter.result() == "cleared":
+                frames = min(frames, position)
+        return min(frames * FRAME_MS, self.total_ms)

@@ -147,13 +147,15 @@ async def test_streaming_play_is_paced_and_ends_on_the_playout_mark(harness):
         await ws.send("{}")
         await port.wait_connected(1)
         play = asyncio.create_task(port.play(audio, 8000))
-        arrivals, mark = [], None
-        while mark is None:
+        arrivals, marks = [], []
+        while len(marks) < 2:  # one after the chunk, one after the tail
             message = await ws.recv()
             if isinstance(message, bytes):
                 arrivals.append(time.monotonic())
             else:
-                mark = json.loads(message)
+                marks.append((len(arrivals), json.loads(message)))
+        assert [position for position, _ in marks] == [20, 20 + TAIL_PAD_FRAMES]
+        mark = marks[-1][1]
         assert len(arrivals) == 20 + TAIL_PAD_FRAMES  # the audio, then silence that flushes the prebuffer
         span = arrivals[-1] - arrivals[0]
         assert 0.38 <= span <= 0.6  # 3 frames sent ahead, the rest every 20 ms
