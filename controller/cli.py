@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, demo, simulate, db, calls."""
+"""The `voxgate` command: serve, demo, simulate, db, calls, turns."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from controller.config import ConfigError, Settings, load_settings
 
@@ -96,6 +97,40 @@ def cmd_calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_turns(args: argparse.Namespace) -> int:
+    from controller.records.store import list_turns
+
+    settings = _settings(args)
+    rows = list_turns(settings.database_url.reveal(), args.call_uuid)
+    if not rows:
+        print(f"voxgate: no turns recorded for call {args.call_uuid}", file=sys.stderr)
+        return 1
+    table = [("seq", "speaker", "interrupted", "voice_to_voice_ms", "barge_in_ms", "text")]
+    table += [
+        (str(row["seq"]), row["speaker"], "yes" if row["interrupted"] else "no",
+         _ms(row["voice_to_voice_ms"]), _ms(row["barge_in_ms"]), _turn_text(row))
+        for row in rows
+    ]
+    # Text last and unpadded: it is the one column of any length.
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths)), line[-1]]))
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def _turn_text(row: dict[str, Any]) -> str:
+    """The turn's text on one line, plus what the caller heard of it when that differs (a barge-in)."""
+    text = " ".join(row["text"].split())
+    heard = row["heard_text"]
+    if heard is None or heard == row["text"]:
+        return text
+    return f"{text}  [heard: {' '.join(heard.split()) or '(nothing)'}]"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from controller.demo import run_demo
 
@@ -132,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     calls = sub.add_parser("calls", help="recent call detail records")
     calls.add_argument("--limit", type=int, default=20)
     calls.set_defaults(func=cmd_calls)
+
+    turns = sub.add_parser("turns", help="the conversation turns of one call")
+    turns.add_argument("call_uuid", metavar="CALL_UUID")
+    turns.set_defaults(func=cmd_turns)
     return parser
 
 

@@ -87,6 +87,16 @@ class Settings:
     max_ws_message: int = 65536
     log_level: str = "INFO"
     tmp_dir: str = "var/tmp"
+    stt: str = "whisper"  # whisper (embedded) | deepgram
+    llm: str = "grounded"  # grounded (embedded) | llama (the 'llm' extra) | openai (any compatible server)
+    tts: str = "hibari"  # hibari (embedded) | openai
+    openai_base_url: str = "https://api.openai.com/v1"  # also vLLM, Ollama, llama.cpp server...
+    openai_api_key: Secret | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "alloy"
+    deepgram_url: str = "wss://api.deepgram.com/v1/listen"
+    deepgram_api_key: Secret | None = None
     token_secret_ephemeral: bool = False  # set by load_settings, not configurable
 
     @property
@@ -316,6 +326,14 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "max_ws_message": _in_range(1024, 16 * 1024 * 1024),
     "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", case=str.upper),
     "tmp_dir": _not_blank,
+    "stt": _one_of("whisper", "deepgram"),
+    "llm": _one_of("grounded", "llama", "openai"),
+    "tts": _one_of("hibari", "openai"),
+    "openai_base_url": _not_blank,
+    "openai_api_key": _nonempty_secret,
+    "openai_model": _not_blank,
+    "deepgram_url": _not_blank,
+    "deepgram_api_key": _nonempty_secret,
 }
 _DEFAULTS = Settings()
 _SETTABLE = tuple(f.name for f in fields(Settings) if f.name != "token_secret_ephemeral")
@@ -385,6 +403,8 @@ def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
     ws_port, esl_port = values.get("ws_port"), values.get("esl_outbound_port")
     if ws_port and ws_port == esl_port:
         found.append(("ws_port", f"is the same as esl_outbound_port ({esl_port}); both listen on bind_host"))
+    if values.get("stt") == "deepgram" and values.get("deepgram_api_key") is None:
+        found.append(("deepgram_api_key", "required when stt is deepgram"))
     bind_host = values.get("bind_host")
     if (values.get("ws_public_url") == "" and bind_host not in (None, "localhost")
             and ipaddress.ip_address(bind_host).is_unspecified):

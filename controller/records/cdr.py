@@ -1,17 +1,19 @@
-"""Call and event records as plain values, and the CDR built from a FreeSWITCH hangup event.
+"""Call, event and conversation-turn records as plain values, and the CDR built from a FreeSWITCH hangup event.
 
 Pure functions only: the writer (store.py) persists these; nothing here touches a database.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECRET_WORDS = ("password", "secret", "token")
 _VARIABLE_PREFIX = "variable_"
+SPEAKERS = ("caller", "agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,35 @@ class EventRecord:
 
     def __post_init__(self) -> None:
         _require_aware(self.at)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One turn of the conversation, ordered by `seq` within (pbx, call_uuid). Latencies in ms, None when not applicable."""
+
+    pbx: str
+    call_uuid: str
+    seq: int
+    speaker: str                  # "caller" | "agent"
+    text: str                     # caller: final transcript; agent: the full reply voxgate meant to say
+    heard_text: str | None        # agent turns: what the caller actually heard (differs when interrupted)
+    started_at: datetime
+    ended_at: datetime
+    confidence: float | None = None   # caller turns: STT confidence 0..1
+    interrupted: bool = False
+    stt_ms: float | None = None              # agent turns: end of caller speech -> final transcript
+    llm_first_token_ms: float | None = None  # end of caller speech -> first LLM token
+    tts_first_audio_ms: float | None = None  # end of caller speech -> first TTS audio
+    voice_to_voice_ms: float | None = None   # end of caller speech -> first agent audio frame sent to the PBX
+    barge_in_ms: float | None = None         # caller speech onset -> playback stopped (interrupted agent turns)
+    engines: dict[str, str] = field(default_factory=dict)  # e.g. {"stt":"whisper","llm":"grounded","tts":"hibari"}
+    detail: dict[str, Any] = field(default_factory=dict)   # JSON-serialisable extras (tool calls made, fallback reason, ...)
+
+    def __post_init__(self) -> None:
+        _require_aware(self.started_at, self.ended_at)
+        if self.speaker not in SPEAKERS:
+            raise ValueError(f"speaker is {self.speaker!r}, expected one of {SPEAKERS}")
+        _require_json(self.detail)
 
 
 def call_record_from_hangup(
@@ -110,6 +141,15 @@ def _require_aware(*times: datetime | None) -> None:
     for time in times:
         if time is not None and time.utcoffset() is None:
             raise ValueError(f"naive datetime {time!r}: records need timezone-aware times")
+
+
+def _require_json(document: dict[str, Any]) -> None:
+    # Same reason: the writer retries a failed batch forever, so an unstorable document must fail here.
+    # NaN and Infinity are refused too: json.dumps writes them, but PostgreSQL's JSONB rejects them.
+    try:
+        json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"detail is not storable as JSON: {exc}") from None
 
 
 def _clean(value: str) -> str:

@@ -1,4 +1,4 @@
-"""The record tables: one row per call (the CDR) and one per call event.
+"""The record tables: one row per call (the CDR), one per call event, one per conversation turn.
 
 The same models serve SQLite (a single box) and PostgreSQL (a fleet). Rows are keyed by
 the natural key (pbx, call_uuid) so that writes are idempotent upserts and events can
@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -114,3 +116,34 @@ class CallEventRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     type: Mapped[str] = mapped_column(String())
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+
+
+class TurnRow(Base):
+    """One turn of a voice-agent conversation: what was said, what the caller heard, and how fast."""
+
+    __tablename__ = "turns"
+    # The unique index serves (pbx, call_uuid) look-ups; the CLI and reports only know the call's uuid.
+    __table_args__ = (
+        UniqueConstraint("pbx", "call_uuid", "seq"),
+        Index(None, "call_uuid"),
+        Index(None, "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer)
+    speaker: Mapped[str] = mapped_column(String())
+    text: Mapped[str] = mapped_column(Text)
+    heard_text: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    confidence: Mapped[float | None] = mapped_column(Float)
+    interrupted: Mapped[bool] = mapped_column(Boolean)
+    stt_ms: Mapped[float | None] = mapped_column(Float)
+    llm_first_token_ms: Mapped[float | None] = mapped_column(Float)
+    tts_first_audio_ms: Mapped[float | None] = mapped_column(Float)
+    voice_to_voice_ms: Mapped[float | None] = mapped_column(Float)
+    barge_in_ms: Mapped[float | None] = mapped_column(Float)
+    engines: Mapped[dict[str, str]] = mapped_column(JsonDocument)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDocument)

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from dataclasses import asdict
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Executable, create_engine, select
+from sqlalchemy import Executable, FromClause, create_engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from controller.records.cdr import CallRecord, EventRecord
-from controller.records.models import CallEventRow, CallRow
+from controller.records.cdr import CallRecord, EventRecord, TurnRecord
+from controller.records.models import CallEventRow, CallRow, TurnRow
 
 log = logging.getLogger(__name__)
 
-Record = CallRecord | EventRecord
+Record = CallRecord | EventRecord | TurnRecord
 
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
@@ -33,8 +34,32 @@ RETRY_MAX_S = 5.0
 PG_CONNECT_TIMEOUT_S = 5
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_CALL_KEY = ("pbx", "call_uuid")
-_EVENT_KEY = ("pbx", "call_uuid", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """Where one type of record goes, and what a second submission of the same natural key does."""
+
+    table: FromClause
+    key: tuple[str, ...]
+    replaces: bool  # True: the later submission updates the row (a CDR); False: it is ignored (history)
+
+    def statement(self, insert: Callable[[FromClause], Any]) -> Executable:
+        statement = insert(self.table)
+        if not self.replaces:
+            return statement.on_conflict_do_nothing(index_elements=list(self.key))
+        updated = [c.name for c in self.table.columns if c.name not in (*self.key, "id", "created_at")]
+        return statement.on_conflict_do_update(
+            index_elements=list(self.key), set_={name: statement.excluded[name] for name in updated}
+        )
+
+
+# In the order a batch writes them.
+_KINDS: dict[type[Record], _Kind] = {
+    CallRecord: _Kind(CallRow.__table__, ("pbx", "call_uuid"), replaces=True),
+    EventRecord: _Kind(CallEventRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
+    TurnRecord: _Kind(TurnRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
+}
 
 
 class RecordQueueFull(RuntimeError):
@@ -42,10 +67,10 @@ class RecordQueueFull(RuntimeError):
 
 
 class RecordWriter:
-    """Writes CallRecords and EventRecords from one background task; see the module docstring.
+    """Writes CallRecords, EventRecords and TurnRecords from one background task; see the module docstring.
 
-    `start()` inside the running loop, `submit_call()` / `submit_event()` from anywhere on
-    it, `await flush()` to wait for what was submitted, `await close()` at shutdown.
+    `start()` inside the running loop, `submit_call()` / `submit_event()` / `submit_turn()`
+    from anywhere on it, `await flush()` to wait for what was submitted, `await close()` at shutdown.
     """
 
     def __init__(
@@ -63,13 +88,7 @@ class RecordWriter:
         connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
         self._engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args)
         self._safe_url = self._engine.url.render_as_string(hide_password=True)
-
-        calls = insert(CallRow.__table__)
-        updated = [c.name for c in CallRow.__table__.columns if c.name not in (*_CALL_KEY, "id", "created_at")]
-        self._upsert_calls = calls.on_conflict_do_update(
-            index_elements=list(_CALL_KEY), set_={name: calls.excluded[name] for name in updated}
-        )
-        self._insert_events = insert(CallEventRow.__table__).on_conflict_do_nothing(index_elements=list(_EVENT_KEY))
+        self._statements = {kind: spec.statement(insert) for kind, spec in _KINDS.items()}
 
         self._queue: asyncio.Queue[Record] = asyncio.Queue(max_pending)
         self._batch_size = batch_size
@@ -83,6 +102,7 @@ class RecordWriter:
         # Records committed, re-submissions included; batches that failed; submissions refused as full.
         self.written_calls = 0
         self.written_events = 0
+        self.written_turns = 0
         self.failed_batches = 0
         self.rejected = 0
 
@@ -103,6 +123,10 @@ class RecordWriter:
 
     def submit_event(self, record: EventRecord) -> None:
         """Queue a call event; never waits. A second submission of the same seq is ignored."""
+        self._submit(record)
+
+    def submit_turn(self, record: TurnRecord) -> None:
+        """Queue a conversation turn; never waits. A second submission of the same seq is ignored."""
         self._submit(record)
 
     async def flush(self) -> None:
@@ -142,6 +166,8 @@ class RecordWriter:
     def _submit(self, record: Record) -> None:
         if self._closing:
             raise RuntimeError("RecordWriter is closed")
+        if type(record) not in _KINDS:  # refused here: in the worker it would fail, and be retried, forever
+            raise TypeError(f"{type(record).__name__} is not a record type the writer stores")
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
@@ -184,7 +210,7 @@ class RecordWriter:
         delay = RETRY_FIRST_S
         while True:
             try:
-                calls, events = await asyncio.to_thread(self._write, batch)
+                written = await asyncio.to_thread(self._write, batch)
             except Exception as exc:  # whatever failed, the batch is kept and retried in order
                 self.failed_batches += 1
                 log.error(
@@ -194,27 +220,27 @@ class RecordWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             else:
-                self.written_calls += calls
-                self.written_events += events
+                self.written_calls += written[CallRecord]
+                self.written_events += written[EventRecord]
+                self.written_turns += written[TurnRecord]
                 return
 
-    def _write(self, batch: list[Record]) -> tuple[int, int]:
-        """One transaction for the batch (worker thread). Returns the call and event records it held."""
-        calls: dict[tuple[str, str], dict[str, Any]] = {}
-        events: dict[tuple[str, str, int], dict[str, Any]] = {}
+    def _write(self, batch: list[Record]) -> Counter[type[Record]]:
+        """One transaction for the batch (worker thread). Returns how many records of each type it held."""
+        rows: dict[type[Record], dict[tuple[Any, ...], dict[str, Any]]] = {kind: {} for kind in _KINDS}
         for record in batch:
-            if isinstance(record, CallRecord):
-                # One upsert may not touch a row twice: the last submission wins, as it would across batches.
-                calls[(record.pbx, record.call_uuid)] = asdict(record)
-            else:
-                events.setdefault((record.pbx, record.call_uuid, record.seq), asdict(record))
+            spec = _KINDS[type(record)]
+            by_key = rows[type(record)]
+            key = tuple(getattr(record, name) for name in spec.key)
+            # One statement may not touch a row twice: within a batch, as across batches, the
+            # last submission wins where it replaces and the first stays where it is ignored.
+            if spec.replaces or key not in by_key:
+                by_key[key] = asdict(record)
         with self._engine.begin() as connection:
-            if calls:
-                connection.execute(self._upsert_calls, list(calls.values()))
-            if events:
-                connection.execute(self._insert_events, list(events.values()))
-        call_count = sum(isinstance(record, CallRecord) for record in batch)
-        return call_count, len(batch) - call_count
+            for kind, by_key in rows.items():
+                if by_key:
+                    connection.execute(self._statements[kind], list(by_key.values()))
+        return Counter(type(record) for record in batch)
 
 
 def _reason(exc: BaseException) -> str:
@@ -233,6 +259,13 @@ def list_calls(database_url: str) -> list[dict[str, Any]]:
 def list_events(database_url: str, call_uuid: str) -> list[dict[str, Any]]:
     """One call's events in seq order."""
     table = CallEventRow.__table__
+    query = select(table).where(table.c.call_uuid == call_uuid).order_by(table.c.pbx, table.c.seq)
+    return _fetch(database_url, query)
+
+
+def list_turns(database_url: str, call_uuid: str) -> list[dict[str, Any]]:
+    """One call's conversation turns in seq order."""
+    table = TurnRow.__table__
     query = select(table).where(table.c.call_uuid == call_uuid).order_by(table.c.pbx, table.c.seq)
     return _fetch(database_url, query)
 

@@ -13,6 +13,8 @@ from sqlalchemy.pool import NullPool
 from controller.records import migrate
 from controller.records.models import Base
 
+TURNS_SCHEMA = ({"ix_turns_call_uuid", "ix_turns_started_at"}, {"uq_turns_pbx_call_uuid_seq"})
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_url(request: pytest.FixtureRequest) -> str:
@@ -48,18 +50,32 @@ def _model_drift(url: str) -> list:
 def test_upgrade_creates_the_tables_and_downgrade_removes_them(empty_url):
     migrate.upgrade(empty_url)
     schema = _schema(empty_url)
-    assert set(schema) == {"alembic_version", "calls", "call_events"}
+    assert set(schema) == {"alembic_version", "calls", "call_events", "turns"}
     assert schema["calls"] == (
         {"ix_calls_started_at", "ix_calls_flow_started_at", "ix_calls_hangup_cause"},
         {"uq_calls_pbx_call_uuid"},
     )
     assert schema["call_events"][1] == {"uq_call_events_pbx_call_uuid_seq"}
+    assert schema["turns"] == TURNS_SCHEMA
 
     migrate.downgrade(empty_url, "base")
     assert set(_schema(empty_url)) == {"alembic_version"}
 
     migrate.upgrade(empty_url, "0001")
     assert {"calls", "call_events"} <= set(_schema(empty_url))
+
+
+def test_turns_revision_goes_down_and_up_again(empty_url):
+    migrate.upgrade(empty_url, "0001")
+    before = _schema(empty_url)
+    assert "turns" not in before
+    for _ in range(2):  # 0001 -> 0002 -> 0001 -> 0002
+        migrate.upgrade(empty_url, "0002")
+        assert _schema(empty_url) == {**before, "turns": TURNS_SCHEMA}
+        migrate.downgrade(empty_url, "0001")
+        assert _schema(empty_url) == before
+    migrate.upgrade(empty_url, "0002")
+    assert _model_drift(empty_url) == []
 
 
 def test_models_match_the_migrated_schema(empty_url):
