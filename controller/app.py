@@ -10,10 +10,13 @@ import asyncio
 import gc
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from controller import prompts, tokens
+from controller.agent.conversation import Engines
+from controller.agent.factory import build_engines, warm_up
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.audiofork.server import AudioForkServer, fork_url
@@ -25,7 +28,7 @@ from controller.esl.hub import GeventHub
 from controller.esl.protocol import EslEvent, EslFrame
 from controller.flows import FlowRegistry
 from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
-from controller.records.cdr import CallRecord, EventRecord, call_record_from_hangup
+from controller.records.cdr import CallRecord, EventRecord, TurnRecord, call_record_from_hangup
 from controller.records.store import RecordQueueFull, RecordWriter
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,11 @@ class CallStats:
 class Controller:
     """Takes calls from FreeSWITCH and runs a flow on each."""
 
-    def __init__(self, settings: Settings, flows: FlowRegistry, writer: RecordWriter | None = None) -> None:
+    def __init__(self, settings: Settings, flows: FlowRegistry, writer: RecordWriter | None = None,
+                 engines: Engines | None = None) -> None:
         self.settings = settings
+        self.engines = engines or build_engines(settings)
+        self.on_turn: Callable[[TurnRecord], None] | None = None  # observers (the demo prints turns)
         self.flows = flows
         self.writer = writer or RecordWriter(settings.database_url.reveal())
         self.hub = GeventHub()
@@ -63,6 +69,8 @@ class Controller:
         self.inbound: InboundClient | None = None
 
     async def start(self) -> None:
+        if self.settings.preload_engines:
+            await warm_up(self.engines)
         self.hub.start()
         self.writer.start()
         await self.ws.start(self.settings.bind_host, self.settings.ws_port)
@@ -136,6 +144,8 @@ class Controller:
             streaming=self.settings.audio_fork_mode == "streaming", stream_rate=self.settings.audio_fork_rate)
         media = ForkMediaPort(info.uuid, spec, lambda command: call.link_api(command))
         call = FreeSwitchCall(info, link, media, outbound=outbound, on_event=self._audit)
+        call.agent_engines = self.engines
+        call.on_turn = self._on_turn
         self.calls[info.uuid] = call
         self._seq[info.uuid] = 0
         self.stats.started += 1
@@ -249,6 +259,11 @@ class Controller:
         self._seq[call_uuid] = seq + 1
         self._submit(lambda: self.writer.submit_event(EventRecord(
             "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, audit_payload(event))))
+
+    def _on_turn(self, turn: TurnRecord) -> None:
+        self._submit(lambda: self.writer.submit_turn(turn))
+        if self.on_turn is not None:
+            self.on_turn(turn)
 
     def _record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> None:
         info = call.info

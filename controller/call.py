@@ -10,7 +10,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from controller.agent.conversation import AgentConfig, AgentResult
 
 
 class CallGone(Exception):
@@ -161,6 +164,10 @@ class Call(Protocol):
         ...
 
     async def stop_playback(self) -> None: ...
+
+    async def agent(self, config: AgentConfig) -> AgentResult:
+        """Hand the call to the AI agent (controller.agent) until the conversation ends."""
+        ...
 
     async def collect_dtmf(self, max_digits: int, timeout: float, inter_digit_timeout: float = 3.0,
                            terminators: str = "#") -> str:

@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides["VOXGATE_DATABASE_URL"] = "sqlite:///var/demo.sqlite3"
     settings = _settings(args, overrides)
     _logging("WARNING" if not args.verbose else "INFO")
-    return asyncio.run(run_demo(settings, digits=args.digits, heard_path=args.heard))
+    return asyncio.run(run_demo(settings, heard_path=args.heard))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--flows", help="python module with register(registry) adding your flows")
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="run voxgate and a simulated FreeSWITCH, place one call")
-    demo.add_argument("--digits", default="4321", help="what the simulated caller types")
+    demo = sub.add_parser("demo", help="a simulated caller talks to the AI agent (embedded engines, no PBX)")
     demo.add_argument("--heard", default="var/demo-heard.wav", help="where to save what the caller heard")
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.set_defaults(func=cmd_demo)

@@ -97,6 +97,7 @@ class Settings:
     openai_tts_voice: str = "alloy"
     deepgram_url: str = "wss://api.deepgram.com/v1/listen"
     deepgram_api_key: Secret | None = None
+    preload_engines: bool = True  # load the embedded models at start-up, not on the first call
     token_secret_ephemeral: bool = False  # set by load_settings, not configurable
 
     @property

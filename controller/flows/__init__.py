@@ -33,8 +33,9 @@ class FlowRegistry:
 
 def builtin_flows() -> FlowRegistry:
     """A registry holding the flows that ship with voxgate."""
-    from controller.flows import greeting
+    from controller.flows import assistant, greeting
 
     registry = FlowRegistry()
     registry.register("greeting")(greeting.greeting)
+    registry.register("assistant")(assistant.assistant)
     return registry

@@ -8,6 +8,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+from controller.agent.conversation import AgentConfig, AgentResult, Conversation, Engines
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.call import (
@@ -17,6 +18,7 @@ from controller.call import (
 from controller.esl import protocol as esl
 from controller.esl.client import EslError, EslLink
 from controller.esl.protocol import EslEvent
+from controller.records.cdr import TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class FreeSwitchCall:
         self._history: list[CallEvent] = []
         self._file_playing = 0
         self.transferred_to: str | None = None
+        self.agent_engines: Engines | None = None  # set by the controller
+        self.on_turn: Callable[[TurnRecord], None] | None = None
 
     @property
     def ended(self) -> asyncio.Event:
@@ -236,6 +240,15 @@ class FreeSwitchCall:
         if not self.media.connected and not await self.media.wait_connected(3.0):
             raise CommandFailed("the call's audio fork is not connected")
         return await self.media.play(pcm, sample_rate)
+
+    async def agent(self, config: AgentConfig) -> AgentResult:
+        """An AI conversation on this call until it ends, transfers or the caller hangs up."""
+        self._check_alive()
+        if self.agent_engines is None:
+            raise CommandFailed("no agent engines are configured")
+        if not self.media.connected and not await self.media.wait_connected(3.0):
+            raise CommandFailed("the call's audio fork is not connected")
+        return await Conversation(self, config, self.agent_engines, self.on_turn).run()
 
     async def stop_playback(self) -> None:
         self._check_alive()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.audio import Pcm, read_wav
-from controller.simulator.channel import CAUSES, DTMF_DIGITS
+from controller.simulator.channel import CAUSES, DTMF_DIGITS, WaitForTimeout
 
 if TYPE_CHECKING:
     from controller.simulator.channel import SimChannel
@@ -102,7 +102,20 @@ class WaitFor:
         await call.wait_event(self.event, self.timeout)
 
 
-Step = Wait | Say | Dtmf | Hangup | WaitFor
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Listen to the far end until it has spoken and then been quiet for `silence` seconds;
+    a timeout ends the script and hangs up, like WaitFor."""
+
+    silence: float = 0.8
+    timeout: float = 30.0
+
+    async def run(self, call: SimChannel) -> None:
+        if not await call.listen(self.silence, self.timeout):
+            raise WaitForTimeout(f"listen: the far end did not speak and pause within {self.timeout:g} s")
+
+
+Step = Wait | Say | Dtmf | Hangup | WaitFor | Listen
 CallerScript = list[Step]  # CallerScript([WaitFor("answer"), Say("hi.wav"), Hangup()])
 
 

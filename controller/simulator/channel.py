@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from controller.audio import Pcm, Resampler, frame_bytes, mix, read_wav, resample, silence, to_mono, write_wav
+from controller.audio import (
+    Pcm, Resampler, frame_bytes, mix, read_wav, resample, rms, silence, to_mono, write_wav,
+)
 from controller.simulator.events import EventSource, SimClock, SimEvent, local_stamp
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARD_RATE = 8000
+VOICE_RMS = 150  # a heard frame louder than this is the agent talking (TTS, prompts)
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 
 # switch_call_cause_t: the names FreeSWITCH accepts and reports, with their codes.
@@ -204,6 +207,9 @@ class SimChannel:
         self.dtmf_sent: list[str] = []  # what voxgate sent with uuid_send_dtmf
         self.dtmf_received: list[str] = []  # what the scripted caller pressed
         self.bugs: dict[str, AudioForkBug] = {}
+        # (start, end) in loop time: when the caller spoke and when the caller heard the far end
+        self.caller_speech: list[tuple[float, float]] = []
+        self.agent_speech: list[list[float]] = []
 
         self._queue: deque[_App] = deque()
         self._wake = asyncio.Event()
@@ -415,10 +421,27 @@ class SimChannel:
         data = resample(mono, self.sample_rate).data if mono.sample_rate != self.sample_rate else mono.data
         if self.hung_up or not data:
             return
+        loop = asyncio.get_running_loop()
+        start = loop.time() + self.clock.real(len(self._read) / (2 * self.sample_rate))
         self._read += data
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = loop.create_future()
         self._read_waiters.append((self._read_taken + len(self._read), waiter))
         await waiter
+        self.caller_speech.append((start, loop.time()))
+
+    async def listen(self, silence_s: float, timeout: float) -> bool:
+        """Wait until the far end has said something and then stayed quiet for `silence_s`
+        (simulated seconds); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.clock.real(timeout)
+        since = loop.time()
+        quiet = self.clock.real(silence_s)
+        while not self.hung_up and loop.time() < deadline:
+            last = self.agent_speech[-1] if self.agent_speech else None
+            if last is not None and last[1] >= since and loop.time() - last[1] >= quiet:
+                return True
+            await asyncio.sleep(self.clock.real(0.02))
+        return False
 
     def caller_dtmf(self, digit: str) -> None:
         """The caller presses a key: a DTMF event with source rtp."""
@@ -611,8 +634,20 @@ class SimChannel:
             if out:
                 write = mix(write, out[:n].ljust(n, b"\0"))
         self.heard += self._heard_resampler.convert(write)
+        self._note_voice(write)
         for bug in list(self.bugs.values()):
             bug.on_tick(read, write)
+
+    def _note_voice(self, write: bytes) -> None:
+        """Track when the caller hears the far end talking (frames of energy, short gaps bridged)."""
+        if rms(write) < VOICE_RMS:
+            return
+        now = asyncio.get_running_loop().time()
+        last = self.agent_speech[-1] if self.agent_speech else None
+        if last is not None and now - last[1] <= self.clock.real(0.1):
+            last[1] = now
+        else:
+            self.agent_speech.append([now - self.clock.real(0.02), now])
 
     def _playback_frame(self, n: int) -> bytes:
         playback = self._playback

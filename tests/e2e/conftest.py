@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.agent.conversation import Engines
 from controller.app import Controller
 from controller.config import load_settings
 from controller.flows import FlowRegistry, builtin_flows
@@ -30,15 +31,16 @@ class Rig:
 
 def make_settings(database_url: str, **env: str):
     base = {"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0", "VOXGATE_DATABASE_URL": database_url,
-            "VOXGATE_TOKEN_SECRET": "e2e-token-secret-0123456789", "VOXGATE_INSTANCE_ID": "e2e"}
+            "VOXGATE_TOKEN_SECRET": "e2e-token-secret-0123456789", "VOXGATE_INSTANCE_ID": "e2e",
+            "VOXGATE_PRELOAD_ENGINES": "false"}
     return load_settings({**base, **env})
 
 
 async def start_rig(tmp_path: Path, database_url: str, *, mode: str = "streaming", flows: FlowRegistry | None = None,
-                    speed: float = 1.0, **env: str) -> Rig:
+                    speed: float = 1.0, engines: Engines | None = None, **env: str) -> Rig:
     upgrade(database_url)
     settings = make_settings(database_url, VOXGATE_AUDIO_FORK_MODE=mode, **env)
-    controller = Controller(settings, flows or builtin_flows())
+    controller = Controller(settings, flows or builtin_flows(), engines=engines)
     await controller.start()
     sim = FakeFreeSwitch(password=SIM_PASSWORD, tmp_dir=tmp_path,
                          generation="jambonz" if mode == "streaming" else "classic", speed=speed)
