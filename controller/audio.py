@@ -57,19 +57,40 @@ class Resampler:
     """Mono L16 rate conversion that keeps its filter state across chunks.
 
     Restarting the converter on every 20 ms chunk clicks at each boundary, so one
-    instance lives as long as the stream it converts.
+    instance lives as long as the stream it converts. audioop.ratecv has no anti-alias
+    filter: going down (24 kHz TTS to an 8 kHz call) a low-pass runs first, or sibilants
+    fold back into the band and "shipped" is heard as "stepped".
     """
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
         self.src_rate = src_rate
         self.dst_rate = dst_rate
         self._state = None
+        self._fir = _lowpass(src_rate, dst_rate) if dst_rate < src_rate else None
+        self._history = np.zeros(0 if self._fir is None else len(self._fir) - 1, np.float32)
 
     def convert(self, data: bytes) -> bytes:
         if self.src_rate == self.dst_rate or not data:
             return data
+        if self._fir is not None:
+            data = self._filter(data)
         out, self._state = audioop.ratecv(data, SAMPLE_WIDTH, 1, self.src_rate, self.dst_rate, self._state)
         return out
+
+    def _filter(self, data: bytes) -> bytes:
+        assert self._fir is not None
+        signal = np.concatenate([self._history, np.frombuffer(data, "<i2").astype(np.float32)])
+        filtered = np.convolve(signal, self._fir, mode="valid")
+        self._history = signal[len(signal) - len(self._history):]
+        return np.clip(np.rint(filtered), -32768, 32767).astype("<i2").tobytes()
+
+
+def _lowpass(src_rate: int, dst_rate: int, taps: int = 63) -> np.ndarray:
+    """A Hamming-windowed sinc passing 90 % of the target band."""
+    cutoff = 0.9 * dst_rate / 2 / src_rate
+    n = np.arange(taps) - (taps - 1) / 2
+    fir = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(taps)
+    return (fir / fir.sum()).astype(np.float32)
 
 
 def resample(pcm: Pcm, rate: int) -> Pcm:
@@ -101,8 +122,6 @@ def silence(sample_rate: int, ms: int = FRAME_MS, channels: int = 1) -> bytes:
 
 def tone(freq: float, ms: int, sample_rate: int, amplitude: int = 8000) -> bytes:
     """A sine tone (for tests and benchmarks that need known audio)."""
-    import numpy as np
-
     n = sample_rate * ms // 1000
     t = np.arange(n) / sample_rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()

@@ -102,6 +102,7 @@ class _CallerTurn:
     confidence: float | None
     onset_at: float
     speech_end_at: float
+    endpoint_at: float  # when the pause that ended the turn was noticed
     final_at: float
 
 
@@ -135,6 +136,7 @@ class Conversation:
         self._onset_at = 0.0
         self._carry = ""  # caller words of a turn whose reply was abandoned when they went on talking
         self._pending_onset = 0.0  # onset of the caller speech that arrived during a reply
+        self._endpoint_at = 0.0
 
     # ------------------------------------------------------------ the conversation
 
@@ -244,6 +246,7 @@ class Conversation:
                 return None
             if not isinstance(event, SpeechPaused | SpeechEnded):
                 continue
+            self._endpoint_at = time.monotonic()
             draft = await self._stt.result(final=False)
             if self._tracker.speaking and not self._tracker.paused:
                 continue  # they went on talking while we looked
@@ -274,7 +277,8 @@ class Conversation:
         self._tracker.end()
         text = f"{self._carry} {final.text}".strip() if self._carry else final.text.strip()
         self._carry = ""
-        turn = _CallerTurn(text, final.confidence, self._onset_at, speech_end_at, final_at)
+        endpoint_at = max(self._endpoint_at, speech_end_at)
+        turn = _CallerTurn(text, final.confidence, self._onset_at, speech_end_at, endpoint_at, final_at)
         self._record(TurnRecord(
             pbx=self.call.info.pbx, call_uuid=self.call.info.uuid, seq=len(self.result.turns), speaker="caller",
             text=text, heard_text=None, started_at=_wall(turn.onset_at), ended_at=_wall(speech_end_at),
@@ -403,6 +407,8 @@ class Conversation:
             return round((at - base) * 1000, 1) if at is not None and base is not None else None
 
         detail = reply.annotate()
+        if heard is not None:
+            detail["endpoint_ms"] = since(heard.endpoint_at)
         if self.result.false_interruptions:
             detail["false_interruptions"] = self.result.false_interruptions
         interrupted = barge_in_ms is not None

@@ -68,6 +68,7 @@ class ForkMediaPort:
         self._mark_seq = 0
         self._marks: dict[str, asyncio.Future[str]] = {}
         self._files: dict[str, asyncio.Future[str]] = {}
+        self._file_started: dict[str, float] = {}  # when each broadcast was accepted
         self._file_waiter: asyncio.Future[str] | None = None
         self._closed = False
         self.metadata: str | None = None
@@ -189,9 +190,13 @@ class ForkMediaPort:
         self._generation += 1
         if not self.spec.streaming:
             # uuid_break can drop a broadcast before it starts: then no PLAYBACK_STOP comes.
-            for waiter in [*self._files.values(), self._file_waiter]:
-                if waiter is not None and not waiter.done():
-                    waiter.set_result("break:0")
+            # Until PLAYBACK_STOP says more, what was heard is the time since the broadcast began.
+            now = time.monotonic()
+            for path, waiter in self._files.items():
+                if not waiter.done():
+                    waiter.set_result(f"break:{int((now - self._file_started.get(path, now)) * 1000)}")
+            if self._file_waiter is not None and not self._file_waiter.done():
+                self._file_waiter.set_result("cleared")
         ws = self._ws
         if ws is not None:
             try:
@@ -278,14 +283,16 @@ class ForkMediaPort:
             self._files.pop(path, None)
             log.error("call %s: uuid_broadcast refused: %s", self.call_uuid, reply.text.strip())
             return PlayResult(0, total_ms, True)
+        self._file_started[path] = time.monotonic()
         if on_first_frame is not None:
-            on_first_frame(time.monotonic())
+            on_first_frame(self._file_started[path])
         try:
             result = await asyncio.wait_for(done, total_ms / 1000 + 5.0)
         except asyncio.TimeoutError:
             return PlayResult(0, total_ms, True)
         finally:
             self._files.pop(path, None)
+            self._file_started.pop(path, None)
         status, _, played = result.partition(":")
         if status == "done":
             return PlayResult(total_ms, total_ms, False)
