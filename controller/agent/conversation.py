@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 from controller import prompts
 from controller.agent.engines import (
-    EngineError, LanguageModel, Message, SpeechToText, SttStream, TextToSpeech, Transcript, VadStream,
-    VoiceActivityDetector,
+    EngineError, LanguageModel, Message, SpeechToText, TextToSpeech, VadStream, VoiceActivityDetector,
 )
 from controller.agent.grounded import KNOWLEDGE, GroundedModel, Intent
 from controller.agent.knowledge import Knowledge
+from controller.agent.recognizer import Recognizer
 from controller.agent.reply import Reply, ReplyLimits
 from controller.agent.tools import EndCall, Tool, TransferCall
 from controller.agent.turns import (
@@ -67,7 +67,7 @@ class AgentConfig:
     filler: str = "One moment please."
     fallback: str = "Sorry, I'm having trouble right now. Could you say that again?"
     dead_air_s: float = 1.5        # nothing audible this long after the caller stopped: say the filler
-    engine_timeout_s: float = 6.0  # a reply not produced by then: say the fallback
+    engine_timeout_s: float = 6.0  # an engine silent this long mid-reply: say the fallback
     idle_timeout_s: float = 20.0   # caller silent this long: the conversation ends
     max_turns: int = 40
     max_tool_rounds: int = 3
@@ -130,7 +130,7 @@ class Conversation:
         self._capturing = False
         self._held: list[bytes] = []  # audio of a pause, fed to STT only if the caller goes on
         self._canned: dict[str, bytes] = {}
-        self._stt: SttStream | None = None
+        self._stt: Recognizer | None = None
         self._vad: VadStream | None = None
         self._tracker = VoiceTracker(config.turn, 0.032)
         self._onset_at = 0.0
@@ -144,7 +144,8 @@ class Conversation:
         rate = self.call.media.sample_rate
         self._vad = await self.engines.vad.open(rate)
         self._tracker = VoiceTracker(self.config.turn, self._vad.window_ms / 1000)
-        self._stt = await self.engines.stt.open(rate)
+        self._stt = Recognizer(self.engines.stt, rate, self.call.info.uuid)
+        await self._stt.open()
         listener = asyncio.create_task(self._listen())
         self.result.reason = ""
         try:
@@ -185,7 +186,7 @@ class Conversation:
     # ------------------------------------------------------------ listening
 
     async def _listen(self) -> None:
-        assert self._stt is not None and self._vad is not None
+        assert self._vad is not None
         try:
             async for frame in self.call.media.frames():
                 self._preroll.append(frame.pcm)
@@ -195,8 +196,6 @@ class Conversation:
                     event = self._tracker.push(probability, frame.received)
                     if event is not None:
                         await self._on_voice(event)
-        except EngineError as exc:
-            log.error("call %s: speech recognition failed: %s", self.call.info.uuid, exc)
         finally:
             self._events.put_nowait(None)
 
@@ -208,9 +207,9 @@ class Conversation:
             return
         if self._held:
             for held in self._held:
-                await self._stt.feed(held)  # type: ignore[union-attr]
+                await self._stt.feed(held)
             self._held.clear()
-        await self._stt.feed(pcm)  # type: ignore[union-attr]
+        await self._stt.feed(pcm)
 
     async def _on_voice(self, event: VoiceEvent) -> None:
         if isinstance(event, SpeechStarted):
@@ -218,7 +217,7 @@ class Conversation:
             if not self._capturing:
                 self._capturing = True
                 for pcm in self._preroll:
-                    await self._stt.feed(pcm)  # type: ignore[union-attr]
+                    await self._stt.feed(pcm)
         self._events.put_nowait(event)
 
     async def _next_event(self, timeout: float | None) -> VoiceEvent | None:
@@ -252,6 +251,9 @@ class Conversation:
                 continue  # they went on talking while we looked
             if not draft.text.strip():
                 self._drop_utterance()
+                failure = self._stt.take_failure()
+                if failure is not None:  # the caller said something we lost: ask again
+                    await self._agent_turn(None, scripted=self.config.fallback, fallback=f"stt: {failure}")
                 continue
             if isinstance(event, SpeechEnded) or looks_complete(draft.text):
                 return await self._commit(event.speech_end_at)
@@ -294,7 +296,8 @@ class Conversation:
 
     # ------------------------------------------------------------ replying
 
-    async def _agent_turn(self, heard: _CallerTurn | None, scripted: str | None = None) -> None:
+    async def _agent_turn(self, heard: _CallerTurn | None, scripted: str | None = None,
+                          fallback: str | None = None) -> None:
         started = time.monotonic()
         if heard is not None:
             scripted = self._screen(heard.text)
@@ -303,6 +306,7 @@ class Conversation:
                       start_at=heard.speech_end_at if heard else started, scripted=scripted)
         if scripted is not None:
             self.messages.append(Message("assistant", scripted))
+        reply.timings.fallback = fallback
         barge_in_ms = None
         reply.start()
         while not await self._played_or_onset(reply):

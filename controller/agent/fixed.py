@@ -14,14 +14,19 @@ from controller.audio import tone
 
 
 class FixedStt:
-    """Answers `text` for any utterance of at least `min_audio_s`, after `latency_s`."""
+    """Answers `text` for any utterance of at least `min_audio_s`, after `latency_s`.
+
+    The first `failures` results raise EngineError (a recogniser that drops out).
+    """
 
     name = "fixed-stt"
 
-    def __init__(self, text: str | Callable[[int], str], latency_s: float = 0.15, min_audio_s: float = 0.2) -> None:
+    def __init__(self, text: str | Callable[[int], str], latency_s: float = 0.15, min_audio_s: float = 0.2,
+                 failures: int = 0) -> None:
         self.text = text
         self.latency_s = latency_s
         self.min_audio_s = min_audio_s
+        self.failures = failures
 
     async def open(self, sample_rate: int, on_partial: Callable[[Transcript], None] | None = None) -> _FixedSttStream:
         return _FixedSttStream(self, sample_rate)
@@ -41,6 +46,9 @@ class _FixedSttStream:
     async def result(self, final: bool) -> Transcript:
         if self._cached is None or self._cached[0] != self.bytes:
             await asyncio.sleep(self.engine.latency_s)
+            if self.engine.failures > 0:
+                self.engine.failures -= 1
+                raise EngineError("fixed-stt: scripted failure")
             seconds = self.bytes / (2 * self.rate)
             text = self.engine.text if isinstance(self.engine.text, str) else self.engine.text(self.utterances)
             self._cached = (self.bytes, Transcript(text if seconds >= self.engine.min_audio_s else "", False,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,7 +161,7 @@ class Reply:
             if self._scripted is not None:
                 await self._say(self._scripted)
             else:
-                await asyncio.wait_for(self._converse(), self.limits.engine_timeout_s)
+                await self._converse()
         except (EngineError, asyncio.TimeoutError) as exc:
             reason = str(exc) or "timed out"
             log.warning("agent reply failed (%s): saying the fallback", reason)
@@ -176,7 +177,7 @@ class Reply:
             splitter = SentenceSplitter()
             calls: list[ToolCall] = []
             text = ""
-            async for delta in self.llm.stream(self.messages, specs):
+            async for delta in _within(self.llm.stream(self.messages, specs), self.limits.engine_timeout_s):
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = time.monotonic()
                 if delta.tool_call is not None:
@@ -226,7 +227,7 @@ class Reply:
     async def _say(self, text: str) -> None:
         segment = Segment(text)
         self.segments.append(segment)
-        async for chunk in self.tts.synthesize(text):
+        async for chunk in _within(self.tts.synthesize(text), self.limits.engine_timeout_s):
             if self.timings.tts_first_audio is None:
                 self.timings.tts_first_audio = time.monotonic()
             if chunk.sample_rate != self.tts.sample_rate:
@@ -314,3 +315,17 @@ class Reply:
         if self.timings.filler:
             detail["filler"] = True
         return detail
+
+
+T = TypeVar("T")
+
+
+async def _within(items: AsyncIterator[T], timeout_s: float) -> AsyncIterator[T]:
+    """An engine's stream, failing with TimeoutError when it stalls for `timeout_s` between items."""
+    iterator = aiter(items)
+    while True:
+        try:
+            item = await asyncio.wait_for(anext(iterator), timeout_s)
+        except StopAsyncIteration:
+            return
+        yield item

@@ -12,7 +12,6 @@ closing it resets the recurrent state and puts the instance back.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any

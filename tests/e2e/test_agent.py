@@ -193,3 +193,23 @@ async def test_a_failing_or_stalled_model_gets_the_spoken_fallback(tmp_path, sql
     if failure == "stall":
         assert reply["detail"]["filler"] is True
     assert cdr["outcome"] == "caller_hangup" and cdr["error"] is None
+
+
+async def test_a_recogniser_failure_loses_one_utterance_and_the_caller_is_asked_again(tmp_path, sqlite_url):
+    config = AgentConfig(system_prompt="test", greeting="Hi.")
+    engines = Engines(stt=FixedStt("Can I speak to a manager please", failures=1), llm=FixedLlm("Sure."),
+                      tts=FixedTts(), vad=SileroVad())
+    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
+    try:
+        script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
+                               Say(utterance("u03")), Listen(0.5, timeout=10), Hangup()])
+        channel = await rig.call(script, flow="agent")
+        cdr, turns = await _turns(rig, channel)
+    finally:
+        await stop_rig(rig)
+    assert channel.script_error is None
+    assert [(t["speaker"], t["text"]) for t in turns] == [
+        ("agent", "Hi."), ("agent", config.fallback), ("caller", "Can I speak to a manager please"),
+        ("agent", "Sure.")]
+    assert turns[1]["detail"]["fallback"] == "stt: fixed-stt: scripted failure"
+    assert cdr["error"] is None
