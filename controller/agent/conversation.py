@@ -316,7 +316,7 @@ class Conversation:
                 await reply.cancel()
                 self._forget_exchange()
                 return
-            if not self._interrupts(reply):
+            if not await self._barges_in(reply):
                 continue
             onset = self._pending_onset
             await reply.pause()
@@ -327,6 +327,7 @@ class Conversation:
                 await reply.cancel()
                 break
             self.result.false_interruptions += 1
+            reply.false_interruptions += 1
             self._drop_utterance()
             if not self.config.barge_in.resume_after_false:
                 await reply.cancel()
@@ -353,12 +354,16 @@ class Conversation:
                 self._pending_onset = event.onset_at
                 return False
 
-    def _interrupts(self, reply: Reply) -> bool:
+    async def _barges_in(self, reply: Reply) -> bool:
+        """Caller speech interrupts once the guard window after the agent's first audio has passed;
+        speech that began inside the window interrupts if it is still going when the window ends."""
         settings = self.config.barge_in
         if not settings.enabled:
             return False
-        first = reply.timings.first_frame_sent or 0.0
-        return (self._pending_onset - first) * 1000 >= settings.guard_ms
+        guard_end = (reply.timings.first_frame_sent or 0.0) + settings.guard_ms / 1000
+        if guard_end > time.monotonic():
+            await asyncio.sleep(guard_end - time.monotonic())
+        return self._tracker.speaking and not self._tracker.paused and not reply.player_done
 
     async def _is_real_interruption(self) -> bool:
         """Listen until the caller pauses (or has talked long enough), then judge by their words."""
@@ -413,8 +418,6 @@ class Conversation:
         detail = reply.annotate()
         if heard is not None:
             detail["endpoint_ms"] = since(heard.endpoint_at)
-        if self.result.false_interruptions:
-            detail["false_interruptions"] = self.result.false_interruptions
         interrupted = barge_in_ms is not None
         self._record(TurnRecord(
             pbx=self.call.info.pbx, call_uuid=self.call.info.uuid, seq=len(self.result.turns), speaker="agent",

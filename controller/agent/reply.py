@@ -70,7 +70,7 @@ class Reply:
         self.timings = ReplyTimings()
         self.tool_outcomes: list[ToolOutcome] = []
         self.action: CallAction | None = None
-        self.interrupted = False
+        self.false_interruptions = 0  # barge-ins that turned out to be noise or a backchannel
         self._grew = asyncio.Event()
         self._produced = False
         self._resume_at = 0  # segment the player starts from
@@ -98,6 +98,10 @@ class Reply:
     def player(self) -> asyncio.Task[PlayResult] | None:
         return self._player
 
+    @property
+    def player_done(self) -> bool:
+        return self._player is None or self._player.done()
+
     async def pause(self) -> None:
         """Barge-in: stop the audio at the PBX now; production goes on."""
         self._halted = True
@@ -116,7 +120,6 @@ class Reply:
         self._play()
 
     async def cancel(self) -> None:
-        self.interrupted = True
         for task in (self._producer, self._watchdog, self._player):
             if task is not None and not task.done():
                 task.cancel()
@@ -314,6 +317,8 @@ class Reply:
             detail["fallback"] = self.timings.fallback
         if self.timings.filler:
             detail["filler"] = True
+        if self.false_interruptions:
+            detail["false_interruptions"] = self.false_interruptions
         return detail
 
 
