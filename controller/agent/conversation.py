@@ -258,6 +258,7 @@ class Conversation:
             if isinstance(event, SpeechEnded) or looks_complete(draft.text):
                 return await self._commit(event.speech_end_at)
             if not await self._resumes_within(self.config.turn.long_pause_ms - self.config.turn.pause_ms):
+                self._endpoint_at = time.monotonic()  # the long pause ended this turn
                 return await self._commit(event.speech_end_at)
 
     async def _resumes_within(self, ms: float) -> bool:
@@ -319,8 +320,7 @@ class Conversation:
             if not await self._barges_in(reply):
                 continue
             onset = self._pending_onset
-            await reply.pause()
-            stopped = time.monotonic()
+            stopped = await reply.pause()
             if await self._is_real_interruption():
                 barge_in_ms = (stopped - onset) * 1000
                 self.result.barge_ins += 1

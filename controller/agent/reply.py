@@ -102,13 +102,15 @@ class Reply:
     def player_done(self) -> bool:
         return self._player is None or self._player.done()
 
-    async def pause(self) -> None:
-        """Barge-in: stop the audio at the PBX now; production goes on."""
+    async def pause(self) -> float:
+        """Barge-in: stop the audio at the PBX now (returns when the stop was sent); production goes on."""
         self._halted = True
         self._grew.set()
         await self.media.flush()
+        stopped = time.monotonic()
         if self._player is not None:
             await asyncio.gather(self._player, return_exceptions=True)
+        return stopped
 
     def resume(self) -> None:
         """After a false interruption: say the cut sentence again, then the rest."""

@@ -15,6 +15,10 @@ _TRAILING = frozenset("""
 a an the and or but so because if then to of for with from at in on by about my your our their his her its
 is are was were am be i i'm it's that's there's um uh er erm like number um, uh, which who where when
 """.split())
+# ...unless the particle completes a phrasal verb: "I cannot log in." is a whole sentence.
+_PHRASAL = frozenset({"log in", "sign in", "check in", "log on", "hold on", "go on", "come in", "logged in",
+                      "signed in", "turn on", "switch on", "carry on", "move on", "get in", "plug in",
+                      "stand by", "drop by", "come by", "pass by", "opt in", "fill in", "put in"})
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -114,7 +118,9 @@ def looks_complete(text: str) -> bool:
     if not stripped or stripped.endswith((",", "-", "—", "...", "…")):
         return False
     words = _WORD.findall(stripped.lower())
-    return bool(words) and words[-1] not in _TRAILING
+    if not words:
+        return False
+    return words[-1] not in _TRAILING or " ".join(words[-2:]) in _PHRASAL
 
 
 def words_of(text: str) -> list[str]:

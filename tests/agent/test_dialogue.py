@@ -55,7 +55,8 @@ def test_noise_blips_shorter_than_min_speech_never_start_a_turn():
 
 @pytest.mark.parametrize("text,complete", [
     ("I'd like to check the status of my order.", True), ("My number is", False), ("and", False),
-    ("Can I speak to a manager please", True), ("I want to, um", False), ("", False), ("So my order,", False)])
+    ("Can I speak to a manager please", True), ("I want to, um", False), ("", False), ("So my order,", False),
+    ("I forgot my password and cannot log in.", True), ("I put it in", False)])
 def test_looks_complete(text, complete):
     assert looks_complete(text) is complete
 
