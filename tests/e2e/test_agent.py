@@ -213,3 +213,39 @@ async def test_a_recogniser_failure_loses_one_utterance_and_the_caller_is_asked_
         ("agent", "Sure.")]
     assert turns[1]["detail"]["fallback"] == "stt: fixed-stt: scripted failure"
     assert cdr["error"] is None
+
+
+# ---------------------------------------------------------------- hosted engines, through the settings
+
+
+async def test_hosted_engines_from_the_settings_drive_the_same_conversation(tmp_path, sqlite_url):
+    from tests.agent.fake_services import FakeDeepgram, FakeOpenAI
+
+    async with FakeOpenAI() as openai, FakeDeepgram() as deepgram:
+        deepgram.script.words = "can I speak to a manager please".split()
+        deepgram.script.word_s = 0.25
+        openai.chat.text = ["Sure", ", connecting", " you now."]
+        openai.speech.seconds = 0.6
+        settings = make_settings(sqlite_url, VOXGATE_STT="deepgram", VOXGATE_DEEPGRAM_URL=deepgram.url,
+                                 VOXGATE_DEEPGRAM_API_KEY=deepgram.api_key, VOXGATE_LLM="openai",
+                                 VOXGATE_TTS="openai", VOXGATE_OPENAI_BASE_URL=openai.base_url,
+                                 VOXGATE_OPENAI_API_KEY=openai.api_key)
+        engines = build_engines(settings)
+        config = AgentConfig(system_prompt="You are a test.", greeting="Hi.")
+        rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
+        try:
+            script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
+                                   Hangup()])
+            channel = await rig.call(script, flow="agent")
+            _, turns = await _turns(rig, channel)
+        finally:
+            await stop_rig(rig)
+    assert channel.script_error is None
+    assert [(t["speaker"], t["text"]) for t in turns] == [
+        ("agent", "Hi."), ("caller", "can I speak to a manager please"), ("agent", "Sure, connecting you now.")]
+    assert turns[2]["engines"] == {"stt": "deepgram", "llm": "openai-chat", "tts": "openai-speech", "vad": "silero"}
+    assert turns[2]["voice_to_voice_ms"] is not None
+    chat = [r for r in openai.requests if r.path.endswith("/chat/completions")][-1].json
+    assert chat["messages"][0] == {"role": "system", "content": "You are a test."}
+    assert chat["messages"][-1] == {"role": "user", "content": "can I speak to a manager please"}
+    assert deepgram.sessions and "Finalize" in deepgram.sessions[0].controls
