@@ -29,6 +29,7 @@ CALLER_LINES = (
     "My order number is four five seven two one.",
     "What time does your store close today?",
     "Can I get a refund for my last purchase?",
+    "Do you sell gift cards?",  # nothing in the flow covers it: the grounded model says so
     "Thank you very much for your help.",
 )
 BARGE_IN_AFTER_S = 3.0

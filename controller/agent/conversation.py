@@ -66,6 +66,7 @@ class AgentConfig:
     refusal: str = "Sorry, I can't help with that topic."
     filler: str = "One moment please."
     fallback: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    dont_know: str = "Sorry, I don't know that one. I can connect you to a colleague if you like."
     dead_air_s: float = 1.5        # nothing audible this long after the caller stopped: say the filler
     engine_timeout_s: float = 6.0  # an engine silent this long mid-reply: say the fallback
     idle_timeout_s: float = 20.0   # caller silent this long: the conversation ends
@@ -123,8 +124,10 @@ class Conversation:
         self.messages: list[Message] = [Message("system", config.system_prompt)]
         self._tools = {t.spec.name: t for t in config.tools}
         self._llm = engines.llm
-        if isinstance(engines.llm, GroundedModel) and config.intents:
-            self._llm = GroundedModel(list(config.intents), config.fallback)
+        grounded = isinstance(engines.llm, GroundedModel)
+        if grounded or (config.intents and not engines.llm.calls_tools):
+            # the flow's intents decide first; a small model only gets what they do not cover
+            self._llm = GroundedModel(list(config.intents), config.dont_know, then=None if grounded else engines.llm)
         self._events: asyncio.Queue[VoiceEvent | None] = asyncio.Queue()
         self._preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
         self._capturing = False
@@ -333,6 +336,7 @@ class Conversation:
                 await reply.cancel()
                 break
             reply.resume()
+        await reply.cancel()  # the dead-air watchdog, or production the caller no longer needs
         self._finish_reply(reply, heard, started, barge_in_ms)
 
     async def _played_or_onset(self, reply: Reply) -> bool:

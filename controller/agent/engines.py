@@ -107,6 +107,7 @@ class LlmDelta:
 
 class LanguageModel(Protocol):
     name: str
+    calls_tools: bool  # False for small local models: a flow's intents then decide before they speak
 
     def stream(self, messages: list[Message], tools: list[ToolSpec]) -> AsyncIterator[LlmDelta]:
         """Stream the assistant's reply. Raises EngineError when the model fails."""

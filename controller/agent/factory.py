@@ -6,14 +6,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from controller.agent.conversation import Engines
+from controller.agent.conversation import AgentConfig, Engines
 from controller.agent.grounded import GroundedModel
 from controller.config import Settings
 
 log = logging.getLogger(__name__)
-
-GENERIC_FALLBACK = "Sorry, I don't know that one. Could you ask another way?"
-
 
 def build_engines(settings: Settings) -> Engines:
     """The configured engines, not loaded yet (hosted clients connect per call)."""
@@ -40,7 +37,7 @@ def _llm(settings: Settings):
         from controller.agent.llama import LlamaModel
 
         return LlamaModel()
-    return GroundedModel([], GENERIC_FALLBACK)
+    return GroundedModel([], AgentConfig.dont_know)  # each conversation adds its flow's intents
 
 
 def _tts(settings: Settings):

@@ -75,6 +75,7 @@ class FixedLlm:
     """
 
     name = "fixed-llm"
+    calls_tools = False
 
     def __init__(self, reply: str, first_token_s: float = 0.3, token_gap_s: float = 0.01, *,
                  fail: bool = False, stall: bool = False) -> None:

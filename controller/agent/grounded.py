@@ -14,10 +14,11 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from controller.agent.engines import LlmDelta, Message, ToolCall, ToolSpec
+from controller.agent.engines import LanguageModel, LlmDelta, Message, ToolCall, ToolSpec
 from controller.agent.knowledge import keywords
 
-KNOWLEDGE = "knowledge"  # Message.name of the system message that carries the facts for this turn
+KNOWLEDGE = "knowledge"
+_UNCOVERED = "\x00uncovered"  # no intent or fact answers this: the fallback (or the small model) does  # Message.name of the system message that carries the facts for this turn
 _DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "to": "2", "too": "2", "three": "3",
                 "four": "4", "for": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "ate": "8",
                 "nine": "9"}
@@ -50,11 +51,16 @@ def spoken_digits(text: str) -> str:
 
 
 class GroundedModel:
-    name = "grounded"
+    """Intents and facts first; what neither covers goes to `then` (a small model), else the fallback."""
 
-    def __init__(self, intents: list[Intent], fallback: str, min_match: float = 0.5) -> None:
+    name = "grounded"
+    calls_tools = True
+
+    def __init__(self, intents: list[Intent], fallback: str, min_match: float = 0.5,
+                 then: LanguageModel | None = None) -> None:
         self.intents = intents
         self.fallback = fallback
+        self.then = then
         self.min_match = min_match
         self._examples = [(intent, set(keywords(ex))) for intent in intents for ex in intent.examples]
 
@@ -63,6 +69,12 @@ class GroundedModel:
         if isinstance(decision, ToolCall):
             yield LlmDelta(tool_call=decision)
             return
+        if decision is _UNCOVERED:
+            if self.then is not None:
+                async for delta in self.then.stream(messages, tools):
+                    yield delta
+                return
+            decision = self.fallback
         for index, word in enumerate(decision.split(" ")):
             yield LlmDelta(text=word if index == 0 else " " + word)
 
@@ -77,11 +89,11 @@ class GroundedModel:
         intent = self._match(heard)
         if intent is not None:
             if intent.tool and intent.tool in tools:
-                return self._call(intent, heard, tools, len(messages)) or intent.ask or self.fallback
+                return self._call(intent, heard, tools, len(messages)) or intent.ask or _UNCOVERED
             if intent.reply:
                 return intent.reply
         facts = next((m.content for m in reversed(messages) if m.role == "system" and m.name == KNOWLEDGE), "")
-        return facts.splitlines()[0] if facts else self.fallback
+        return facts.splitlines()[0] if facts else _UNCOVERED
 
     def _pending(self, messages: list[Message]) -> Intent | None:
         """The intent whose slot question the agent asked last."""

@@ -57,6 +57,7 @@ class LlamaModel:
     """LanguageModel on a local GGUF file."""
 
     name = "llama"
+    calls_tools = False
 
     def __init__(
         self,

@@ -236,6 +236,7 @@ class OpenAIChatModel:
     """A LanguageModel on any OpenAI-compatible /chat/completions endpoint."""
 
     name = "openai-chat"
+    calls_tools = True
 
     def __init__(self, base_url: str, model: str, api_key: str | Secret | None = None, *,
                  timeout_s: float = 30.0, temperature: float | None = None,

@@ -122,16 +122,12 @@ class Reply:
         self._play()
 
     async def cancel(self) -> None:
+        """Stop producing and playing (whatever is still running: also used to tidy up at the end)."""
         for task in (self._producer, self._watchdog, self._player):
             if task is not None and not task.done():
                 task.cancel()
         await asyncio.gather(*(t for t in (self._producer, self._watchdog, self._player) if t is not None),
                              return_exceptions=True)
-
-    async def wait(self) -> PlayResult:
-        """Until everything produced has been played (or the player was paused)."""
-        assert self._player is not None
-        return await self._player
 
     # ------------------------------------------------------------ what was said
 

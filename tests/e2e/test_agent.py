@@ -89,12 +89,13 @@ async def test_spoken_conversation_with_the_embedded_engines(tmp_path, sqlite_ur
     assert channel.script_error is None
     assert cdr["outcome"] == "end_call" and cdr["hangup_cause"] == "NORMAL_CLEARING"
     said = [t["text"] for t in turns if t["speaker"] == "caller"]
-    assert len(said) == 5 and "45721" in said[1].replace(" ", "")
+    assert len(said) == 6 and "45721" in said[1].replace(" ", "")
     agent = [t for t in turns if t["speaker"] == "agent"]
     greeting = agent[0]
     assert greeting["interrupted"] and greeting["barge_in_ms"] < 400
     assert greeting["text"].startswith(greeting["heard_text"]) and len(greeting["heard_text"]) < len(greeting["text"])
     assert "45721 shipped" in agent[2]["text"] and "nine to six" in agent[3]["text"]
+    assert agent[5]["text"] == AgentConfig(system_prompt="").dont_know
     assert agent[-1]["text"] == "Thanks for calling Acme. Goodbye!"
     for turn in agent[1:]:
         assert 0 < turn["stt_ms"] <= turn["llm_first_token_ms"] <= turn["tts_first_audio_ms"] <= \
