@@ -681,6 +681,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await asyncio.to_thread(upgrade, database_url)
         bench = Bench(Path(tmp), database_url, {
             "VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0", "VOXGATE_DATABASE_URL": database_url,
+            "VOXGATE_JOURNAL_DIR": str(Path(tmp) / "journal"),
             "VOXGATE_TOKEN_SECRET": "bench-token-secret-0123456789", "VOXGATE_INSTANCE_ID": "bench",
             "VOXGATE_PRELOAD_ENGINES": "false", "VOXGATE_LOG_LEVEL": "WARNING"})
         print("voxgate agent benchmark: voxgate + simulated FreeSWITCH in one process, SQLite in a temp dir, "

@@ -45,7 +45,8 @@ async def serve(seconds: float) -> None:
     url = f"sqlite:///{tmp}/bench.sqlite3"
     upgrade(url)
     settings = load_settings({"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0",
-                              "VOXGATE_DATABASE_URL": url, "VOXGATE_TOKEN_SECRET": "bench-secret-0123456789",
+                              "VOXGATE_DATABASE_URL": url, "VOXGATE_JOURNAL_DIR": f"{tmp}/journal",
+                              "VOXGATE_TOKEN_SECRET": "bench-secret-0123456789",
                               "VOXGATE_LOG_LEVEL": "WARNING"})
     latencies: list[float] = []
     flows = builtin_flows()

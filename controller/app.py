@@ -57,7 +57,7 @@ class Controller:
         self.engines = engines or build_engines(settings)
         self.on_turn: Callable[[TurnRecord], None] | None = None  # observers (the demo prints turns)
         self.flows = flows
-        self.writer = writer or RecordWriter(settings.database_url.reveal())
+        self.writer = writer or RecordWriter(settings.database_url.reveal(), journal_dir=settings.journal_dir)
         self.hub = GeventHub()
         self.calls: dict[str, FreeSwitchCall] = {}
         self.stats = CallStats()

@@ -137,6 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = {"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0"}
     if "VOXGATE_DATABASE_URL" not in os.environ:
         overrides["VOXGATE_DATABASE_URL"] = "sqlite:///var/demo.sqlite3"
+        overrides["VOXGATE_JOURNAL_DIR"] = "var/demo-journal"
     settings = _settings(args, overrides)
     _logging("WARNING" if not args.verbose else "INFO")
     return asyncio.run(run_demo(settings, heard_path=args.heard))

@@ -83,6 +83,7 @@ class Settings:
     token_ttl_s: float = 30.0
     instance_id: str = ""  # "" = the hostname
     database_url: Secret = Secret("sqlite:///var/voxgate.sqlite3")  # PostgreSQL URLs carry passwords
+    journal_dir: str = "var/journal"  # records reach this disk journal (fsync'd) before the database
     default_flow: str = "greeting"
     max_ws_message: int = 65536
     log_level: str = "INFO"
@@ -327,6 +328,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "max_ws_message": _in_range(1024, 16 * 1024 * 1024),
     "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", case=str.upper),
     "tmp_dir": _not_blank,
+    "journal_dir": _not_blank,
     "stt": _one_of("whisper", "deepgram"),
     "llm": _one_of("grounded", "llama", "openai"),
     "tts": _one_of("hibari", "openai"),

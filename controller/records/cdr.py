@@ -85,6 +85,9 @@ class TurnRecord:
         _require_json(self.detail)
 
 
+Record = CallRecord | EventRecord | TurnRecord
+
+
 def call_record_from_hangup(
     headers: dict[str, str],
     *,

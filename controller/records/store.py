@@ -14,6 +14,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Executable, FromClause, create_engine, select
@@ -21,12 +22,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from controller.records.cdr import CallRecord, EventRecord, TurnRecord
+from controller.records.cdr import CallRecord, EventRecord, Record, TurnRecord
+from controller.records.journal import Journal, JournalError
 from controller.records.models import CallEventRow, CallRow, TurnRow
 
 log = logging.getLogger(__name__)
-
-Record = CallRecord | EventRecord | TurnRecord
 
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
@@ -80,6 +80,7 @@ class RecordWriter:
         max_pending: int = 10_000,
         batch_size: int = 500,
         batch_window_s: float = 0.05,
+        journal_dir: str | Path | None = None,
     ) -> None:
         url = make_url(database_url)
         insert = _INSERTS.get(url.get_backend_name())
@@ -98,6 +99,14 @@ class RecordWriter:
         self._submitted = 0
         self._completed = 0
         self._flushers: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._journal = Journal(journal_dir) if journal_dir is not None else None
+        self._wake = asyncio.Event()
+        if self._journal is not None:
+            recovered = self._journal.count_pending()
+            self._submitted += recovered  # left by an earlier run: written first, flush() waits for them
+            if recovered:
+                log.warning("record journal %s holds %d records not yet in the database: replaying",
+                            self._journal.path, recovered)
 
         # Records committed, re-submissions included; batches that failed; submissions refused as full.
         self.written_calls = 0
@@ -155,13 +164,33 @@ class RecordWriter:
                 pass
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        kept = await self._keep_unwritten()
         if self.pending:
-            log.error("record writer closed with %d records not written to %s", self.pending, self._safe_url)
+            where = f"kept in {self._journal.path} for the next start" if kept else "lost"
+            log.error("record writer closed with %d records not written to %s: %s", self.pending, self._safe_url,
+                      where)
         for _, done in self._flushers:
             if not done.done():
                 done.set_exception(RuntimeError(f"RecordWriter closed with {self.pending} records unwritten"))
         self._flushers.clear()
         self._engine.dispose()
+        if self._journal is not None:
+            self._journal.close()
+
+    async def _keep_unwritten(self) -> bool:
+        """At close: what is still queued goes to the journal, to be written by the next start."""
+        if self._journal is None:
+            return False
+        queued = []
+        while not self._queue.empty():
+            queued.append(self._queue.get_nowait())
+        if queued:
+            try:
+                await asyncio.to_thread(self._journal.append, queued)
+            except JournalError as exc:
+                log.error("%s", exc)
+                return False
+        return True
 
     def _submit(self, record: Record) -> None:
         if self._closing:
@@ -178,14 +207,50 @@ class RecordWriter:
         self._submitted += 1
 
     async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
+        if self._journal is None:
+            while True:
+                batch = await self._next_batch()
+                await self._write_until_done(batch)
+                self._done(len(batch))
+        replayer = asyncio.create_task(self._replay(self._journal))
+        self._wake.set()
+        try:
+            while True:
+                await self._spool(self._journal, await self._next_batch())
+        finally:
+            replayer.cancel()
+            await asyncio.gather(replayer, return_exceptions=True)
+
+    async def _spool(self, journal: Journal, batch: list[Record]) -> None:
+        """To disk at once, so the queue never fills while the database is away."""
+        try:
+            await asyncio.to_thread(journal.append, batch)
+        except JournalError as exc:  # disk full or gone: the database is the only way left
+            log.error("%s; writing %d records straight to the database", exc, len(batch))
             await self._write_until_done(batch)
-            self._completed += len(batch)
-            while self._flushers and self._flushers[0][0] <= self._completed:
-                _, done = self._flushers.popleft()
-                if not done.done():
-                    done.set_result(None)
+            self._done(len(batch))
+            return
+        self._wake.set()
+
+    async def _replay(self, journal: Journal) -> None:
+        """Journal -> database, in order, from the checkpoint."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                records, offset = await asyncio.to_thread(journal.pending, self._batch_size)
+                if not records:
+                    break
+                await self._write_until_done(records)
+                await asyncio.to_thread(journal.commit, offset)
+                self._done(len(records))
+
+    def _done(self, count: int) -> None:
+        self._completed += count
+        while self._flushers and self._flushers[0][0] <= self._completed:
+            _, done = self._flushers.popleft()
+            if not done.done():
+                done.set_result(None)
 
     async def _next_batch(self) -> list[Record]:
         """The first waiting record, plus whatever else arrives within the batch window."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Rig:
 def make_settings(database_url: str, **env: str):
     base = {"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0", "VOXGATE_DATABASE_URL": database_url,
             "VOXGATE_TOKEN_SECRET": "e2e-token-secret-0123456789", "VOXGATE_INSTANCE_ID": "e2e",
-            "VOXGATE_PRELOAD_ENGINES": "false"}
+            "VOXGATE_PRELOAD_ENGINES": "false", "VOXGATE_JOURNAL_DIR": tempfile.mkdtemp(prefix="voxgate-journal-")}
     return load_settings({**base, **env})
 
 
