@@ -29,6 +29,7 @@ from controller.esl.protocol import EslEvent, EslFrame
 from controller.flows import FlowRegistry
 from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
 from controller.records.cdr import CallRecord, EventRecord, TurnRecord, call_record_from_hangup
+from controller.records.redact import Redactor, compile_patterns
 from controller.records.store import RecordQueueFull, RecordWriter
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Controller:
         self.on_turn: Callable[[TurnRecord], None] | None = None  # observers (the demo prints turns)
         self.flows = flows
         self.writer = writer or RecordWriter(settings.database_url.reveal(), journal_dir=settings.journal_dir)
+        self.redactor = None if settings.store_raw_text else Redactor(
+            compile_patterns(json.loads(settings.redact_patterns or "{}")))
         self.hub = GeventHub()
         self.calls: dict[str, FreeSwitchCall] = {}
         self.stats = CallStats()
@@ -261,6 +264,8 @@ class Controller:
             "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, audit_payload(event))))
 
     def _on_turn(self, turn: TurnRecord) -> None:
+        if self.redactor is not None:  # the agent keeps the words it needs; storage does not
+            turn = self.redactor.turn(turn)
         self._submit(lambda: self.writer.submit_turn(turn))
         if self.on_turn is not None:
             self.on_turn(turn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hmac
 import ipaddress
+import json
 import math
 import os
 import re
@@ -84,6 +85,8 @@ class Settings:
     instance_id: str = ""  # "" = the hostname
     database_url: Secret = Secret("sqlite:///var/voxgate.sqlite3")  # PostgreSQL URLs carry passwords
     journal_dir: str = "var/journal"  # records reach this disk journal (fsync'd) before the database
+    store_raw_text: bool = False  # True stores transcripts unredacted (cards, IDs, e-mail, phone numbers)
+    redact_patterns: str = ""  # JSON object of extra patterns: {"order_ref": "ORD-\\d+"}
     default_flow: str = "greeting"
     max_ws_message: int = 65536
     log_level: str = "INFO"
@@ -308,6 +311,22 @@ def _database_url(value: Secret) -> Secret:
     return value
 
 
+def _redact_patterns(value: str) -> str:
+    from controller.records.redact import compile_patterns
+
+    try:
+        patterns = json.loads(value or "{}")
+    except ValueError as exc:
+        raise _Invalid(f"must be a JSON object of name: regex ({exc})") from None
+    if not isinstance(patterns, dict) or not all(isinstance(v, str) for v in patterns.values()):
+        raise _Invalid("must be a JSON object of name: regex")
+    try:
+        compile_patterns(patterns)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
 _PORT = _in_range(0, 65535)
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "bind_host": _bind_host,
@@ -329,6 +348,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", case=str.upper),
     "tmp_dir": _not_blank,
     "journal_dir": _not_blank,
+    "redact_patterns": _redact_patterns,
     "stt": _one_of("whisper", "deepgram"),
     "llm": _one_of("grounded", "llama", "openai"),
     "tts": _one_of("hibari", "openai"),

@@ -412,3 +412,11 @@ def test_redact_url(url, redacted):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_redaction_patterns_are_checked_at_load():
+    assert load_settings({"VOXGATE_REDACT_PATTERNS": '{"order": "ORD-\\\\d+"}'}).redact_patterns
+    with pytest.raises(ConfigError, match="REDACT_PATTERNS: redaction pattern 'bad' does not compile"):
+        load_settings({"VOXGATE_REDACT_PATTERNS": '{"bad": "("}'})
+    with pytest.raises(ConfigError, match="JSON object"):
+        load_settings({"VOXGATE_REDACT_PATTERNS": '["x"]'})

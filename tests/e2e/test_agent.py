@@ -250,3 +250,22 @@ async def test_hosted_engines_from_the_settings_drive_the_same_conversation(tmp_
     assert chat["messages"][0] == {"role": "system", "content": "You are a test."}
     assert chat["messages"][-1] == {"role": "user", "content": "can I speak to a manager please"}
     assert deepgram.sessions and "Finalize" in deepgram.sessions[0].controls
+
+
+async def test_stored_transcripts_are_redacted_but_the_agent_heard_everything(tmp_path, sqlite_url):
+    card = "4556 7375 8689 9855"
+    config = AgentConfig(system_prompt="test", greeting="Hi.")
+    llm = FixedLlm("Thanks, I have your card ending 9855.")
+    engines = Engines(stt=FixedStt(f"my card is {card}"), llm=llm, tts=FixedTts(), vad=SileroVad())
+    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
+    try:
+        script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
+                               Hangup()])
+        channel = await rig.call(script, flow="agent")
+        _, turns = await _turns(rig, channel)
+    finally:
+        await stop_rig(rig)
+    caller = turns[1]
+    assert caller["text"] == "my card is [card]" and caller["detail"]["redactions"] == {"card": 1}
+    assert turns[2]["text"] == "Thanks, I have your card ending 9855."  # four digits are not a number to hide
+    assert llm.requests[0][-1].content == f"my card is {card}"  # the model still got what was said
