@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from controller.config import ConfigError, Settings, load_settings
@@ -143,6 +145,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, heard_path=args.heard))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from controller.records.report import build_report, render_html, render_text
+
+    settings = _settings(args)
+    report = build_report(settings.database_url.reveal(), args.since, args.until, args.flow)
+    print(render_text(report), end="")
+    if args.html:
+        Path(args.html).write_text(render_html(report), encoding="utf-8")
+        print(f"\nHTML report with charts: {args.html}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxgate", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (else VOXGATE_CONFIG; env VOXGATE_* override it)")
@@ -171,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     turns = sub.add_parser("turns", help="the conversation turns of one call")
     turns.add_argument("call_uuid", metavar="CALL_UUID")
     turns.set_defaults(func=cmd_turns)
+    report = sub.add_parser("report", help="manager's report: volume, containment, causes, latency, barge-in")
+    report.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    report.add_argument("--until", type=date.fromisoformat, help="last day, YYYY-MM-DD")
+    report.add_argument("--flow", help="one flow only")
+    report.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -95,3 +95,22 @@ def test_migrations_do_not_log_the_password(postgres, pg_database_url, caplog):
         migrate.downgrade(pg_database_url, "base")
     assert "Running downgrade 0001" in caplog.text
     assert postgres.password not in caplog.text
+
+
+def test_views_revision_goes_down_and_up_again(empty_url):
+    from sqlalchemy import create_engine, inspect
+
+    def views() -> set[str]:
+        engine = create_engine(empty_url)
+        try:
+            return set(inspect(engine).get_view_names())
+        finally:
+            engine.dispose()
+
+    migrate.upgrade(empty_url, "0002")
+    assert views() == set()
+    for _ in range(2):
+        migrate.upgrade(empty_url)
+        assert views() == {"call_daily", "hangup_causes", "reply_daily"}
+        migrate.downgrade(empty_url, "0002")
+        assert views() == set()
