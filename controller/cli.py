@@ -78,11 +78,26 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     url = settings.database_url.reveal()
+    if args.action == "purge":
+        return _purge(url, args.older_than)
     if args.action == "upgrade":
         upgrade(url, args.revision or "head")
     else:
         downgrade(url, args.revision or "-1")
     print(f"database {settings.database_url_redacted}: {args.action} done")
+    return 0
+
+
+def _purge(url: str, older_than: str | None) -> int:
+    from controller.records.retention import parse_age, purge_transcripts
+
+    try:
+        age = parse_age(older_than or "")
+    except ValueError as exc:
+        print(f"voxgate db purge: --older-than is required: {exc}", file=sys.stderr)
+        return 2
+    erased = purge_transcripts(url, age)
+    print(f"erased the transcripts of {erased} turn(s) older than {older_than}; call records and latencies kept")
     return 0
 
 
@@ -173,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (voxgate simulate --help)")
 
-    db = sub.add_parser("db", help="database migrations")
-    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db = sub.add_parser("db", help="database migrations; purge applies the retention policy")
+    db.add_argument("action", choices=["upgrade", "downgrade", "purge"])
     db.add_argument("revision", nargs="?")
+    db.add_argument("--older-than", help="purge: erase transcripts older than this (90d, 12h)")
     db.set_defaults(func=cmd_db)
 
     calls = sub.add_parser("calls", help="recent call detail records")
