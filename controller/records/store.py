@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy import Executable, FromClause, create_engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from controller.records.cdr import CallRecord, EventRecord, Record, TurnRecord
-from controller.records.journal import Journal, JournalError
+from controller.records.journal import Journal, JournalError, encode
 from controller.records.models import CallEventRow, CallRow, TurnRow
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,17 @@ class RecordWriter:
         self.written_turns = 0
         self.failed_batches = 0
         self.rejected = 0
+        self.quarantined = 0  # refused by a working database: set aside in the journal folder
 
     @property
     def pending(self) -> int:
         """Records submitted but not yet committed (queued or in the batch being written)."""
         return self._submitted - self._completed
+
+    @property
+    def queued(self) -> int:
+        """Records only in memory (not yet in the journal or the database)."""
+        return self._queue.qsize()
 
     def start(self) -> None:
         """Start the background task; call from inside the running event loop."""
@@ -276,7 +283,14 @@ class RecordWriter:
         while True:
             try:
                 written = await asyncio.to_thread(self._write, batch)
-            except Exception as exc:  # whatever failed, the batch is kept and retried in order
+            except (DataError, IntegrityError) as exc:
+                # the database is up and refuses the data: retrying cannot help and would hold up
+                # every later record, so the refused ones are set aside and the rest written
+                log.error("the database refused a batch of %d records (%s): writing them one by one",
+                          len(batch), _reason(exc))
+                await self._write_each(batch)
+                return
+            except Exception as exc:  # an outage: the batch is kept and retried in order
                 self.failed_batches += 1
                 log.error(
                     "writing %d records to %s failed, retrying in %.1f s: %s",
@@ -285,10 +299,30 @@ class RecordWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             else:
-                self.written_calls += written[CallRecord]
-                self.written_events += written[EventRecord]
-                self.written_turns += written[TurnRecord]
+                self._count(written)
                 return
+
+    async def _write_each(self, batch: list[Record]) -> None:
+        for record in batch:
+            try:
+                self._count(await asyncio.to_thread(self._write, [record]))
+            except (DataError, IntegrityError) as exc:
+                self.quarantined += 1
+                await asyncio.to_thread(self._quarantine, record, _reason(exc))
+
+    def _quarantine(self, record: Record, reason: str) -> None:
+        """Keep a refused record where an operator can see and fix it, never silently drop it."""
+        where = self._journal.directory / "refused.jsonl" if self._journal is not None else None
+        log.error("%s %s/%s refused by the database (%s)%s", type(record).__name__, record.pbx, record.call_uuid,
+                  reason, f": kept in {where}" if where else "")
+        if where is not None:
+            with open(where, "ab") as out:
+                out.write(encode(record))
+
+    def _count(self, written: Counter[type[Record]]) -> None:
+        self.written_calls += written[CallRecord]
+        self.written_events += written[EventRecord]
+        self.written_turns += written[TurnRecord]
 
     def _write(self, batch: list[Record]) -> Counter[type[Record]]:
         """One transaction for the batch (worker thread). Returns how many records of each type it held."""

@@ -64,10 +64,12 @@ async def test_an_outage_spools_to_disk_and_everything_arrives_once(private_post
     writer = RecordWriter(url, journal_dir=tmp_path / "journal", max_pending=50)
     writer.start()
     await asyncio.to_thread(private_postgres.stop)
-    for seq in range(400):  # far more than the in-memory queue holds: it drains to the journal
-        writer.submit_event(_event("c1", seq))
-        if seq % 40 == 0:
-            await asyncio.sleep(0.01)
+    for burst in range(10):  # 400 records, far more than the in-memory queue holds
+        for seq in range(burst * 40, burst * 40 + 40):
+            writer.submit_event(_event("c1", seq))
+        async with asyncio.timeout(5):
+            while writer.queued:  # the database is down, yet memory empties: onto the disk
+                await asyncio.sleep(0.01)
     writer.submit_call(_call("c1"))
     writer.submit_turn(_turn("c1", 0))
     assert writer.rejected == 0
@@ -124,3 +126,22 @@ async def test_a_crash_after_the_commit_but_before_the_checkpoint_duplicates_not
     await again.close()
     assert [e["seq"] for e in list_events(sqlite_url, "c3")] == list(range(20))
     assert len(list_turns(sqlite_url, "c3")) == 1
+
+
+async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_written(pg_database_url, tmp_path):
+    migrate.upgrade(pg_database_url)
+    writer = RecordWriter(pg_database_url, journal_dir=tmp_path / "journal")
+    writer.start()
+    bad = TurnRecord("freeswitch", "c4", 1, "caller", "nul \x00 byte", None, T0, T0)  # PostgreSQL refuses NUL
+    writer.submit_event(_event("c4", 0))
+    writer.submit_turn(_turn("c4", 0))
+    writer.submit_turn(bad)
+    writer.submit_event(_event("c4", 1))
+    async with asyncio.timeout(10):
+        await writer.flush()
+    await writer.close()
+    assert writer.quarantined == 1 and writer.failed_batches == 0
+    assert [e["seq"] for e in list_events(pg_database_url, "c4")] == [0, 1]
+    assert [t["seq"] for t in list_turns(pg_database_url, "c4")] == [0]
+    refused = (tmp_path / "journal" / "refused.jsonl").read_bytes().splitlines(keepends=True)
+    assert [decode(line) for line in refused] == [bad]
