@@ -309,6 +309,8 @@ class RecordWriter:
             except (DataError, IntegrityError) as exc:
                 self.quarantined += 1
                 await asyncio.to_thread(self._quarantine, record, _reason(exc))
+            except Exception:  # the database went away meanwhile: this record waits for it like any batch
+                await self._write_until_done([record])
 
     def _quarantine(self, record: Record, reason: str) -> None:
         """Keep a refused record where an operator can see and fix it, never silently drop it."""
