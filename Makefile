@@ -61,6 +61,7 @@ bench: install
 	$(VENV)/bin/python bench/calls.py
 	$(VENV)/bin/python bench/agent.py
 	$(VENV)/bin/python bench/wer.py
+	$(VENV)/bin/python bench/records.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache build *.egg-info
