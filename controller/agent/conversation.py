@@ -136,7 +136,6 @@ class Conversation:
         self._stt: Recognizer | None = None
         self._vad: VadStream | None = None
         self._tracker = VoiceTracker(config.turn, 0.032)
-        self._onset_at = 0.0
         self._carry = ""  # caller words of a turn whose reply was abandoned when they went on talking
         self._pending_onset = 0.0  # onset of the caller speech that arrived during a reply
         self._endpoint_at = 0.0
@@ -216,7 +215,6 @@ class Conversation:
 
     async def _on_voice(self, event: VoiceEvent) -> None:
         if isinstance(event, SpeechStarted):
-            self._onset_at = event.onset_at
             if not self._capturing:
                 self._capturing = True
                 for pcm in self._preroll:
@@ -284,7 +282,7 @@ class Conversation:
         text = f"{self._carry} {final.text}".strip() if self._carry else final.text.strip()
         self._carry = ""
         endpoint_at = max(self._endpoint_at, speech_end_at)
-        turn = _CallerTurn(text, final.confidence, self._onset_at, speech_end_at, endpoint_at, final_at)
+        turn = _CallerTurn(text, final.confidence, self._tracker.onset_at, speech_end_at, endpoint_at, final_at)
         self._record(TurnRecord(
             pbx=self.call.info.pbx, call_uuid=self.call.info.uuid, seq=len(self.result.turns), speaker="caller",
             text=text, heard_text=None, started_at=_wall(turn.onset_at), ended_at=_wall(speech_end_at),

@@ -76,15 +76,16 @@ def build_report(database_url: str, since: date | None = None, until: date | Non
     return Report(since, until, flow, days, causes, _latency(replies))
 
 
-def _range(column: str, since: date | None, until: date | None, flow: str | None,
-           flow_column: str = "flow") -> tuple[str, dict[str, Any]]:
+def _where(column: str, since: date | None, until: date | None, flow: str | None, flow_column: str = "flow",
+           *, days: bool = False) -> tuple[str, dict[str, Any]]:
+    """The date range (whole days, inclusive) and flow as SQL; `days` when the column holds dates."""
     clauses, params = ["1 = 1"], {}
     if since is not None:
         clauses.append(f"{column} >= :since")
-        params["since"] = datetime.combine(since, time.min, timezone.utc)
+        params["since"] = since if days else datetime.combine(since, time.min, timezone.utc)
     if until is not None:
         clauses.append(f"{column} <= :until")
-        params["until"] = datetime.combine(until, time.max, timezone.utc)
+        params["until"] = until if days else datetime.combine(until, time.max, timezone.utc)
     if flow is not None:
         clauses.append(f"{flow_column} = :flow")
         params["flow"] = flow
@@ -92,27 +93,18 @@ def _range(column: str, since: date | None, until: date | None, flow: str | None
 
 
 def _daily(since: date | None, until: date | None, flow: str | None) -> tuple[Any, dict[str, Any]]:
-    clauses, params = ["1 = 1"], {}
-    if since is not None:
-        clauses.append("day >= :since")
-        params["since"] = since
-    if until is not None:
-        clauses.append("day <= :until")
-        params["until"] = until
-    if flow is not None:
-        clauses.append("flow = :flow")
-        params["flow"] = flow
-    return text(f"SELECT * FROM call_daily WHERE {' AND '.join(clauses)} ORDER BY day, flow"), params
+    where, params = _where("day", since, until, flow, days=True)
+    return text(f"SELECT * FROM call_daily WHERE {where} ORDER BY day, flow"), params
 
 
 def _causes(since: date | None, until: date | None, flow: str | None) -> tuple[Any, dict[str, Any]]:
-    where, params = _range("started_at", since, until, flow)
+    where, params = _where("started_at", since, until, flow)
     return _timed(text(f"SELECT hangup_cause, count(*) AS calls FROM calls WHERE {where} "
                        "GROUP BY hangup_cause ORDER BY calls DESC, hangup_cause LIMIT 10"), params), params
 
 
 def _replies(since: date | None, until: date | None, flow: str | None) -> tuple[Any, dict[str, Any]]:
-    where, params = _range("t.started_at", since, until, flow, "c.flow")
+    where, params = _where("t.started_at", since, until, flow, "c.flow")
     query = text("SELECT t.started_at, c.flow, t.voice_to_voice_ms, t.interrupted FROM turns t "
                  "JOIN calls c ON c.pbx = t.pbx AND c.call_uuid = t.call_uuid "
                  f"WHERE t.speaker = 'agent' AND {where}").columns(started_at=UtcDateTime())

@@ -63,6 +63,20 @@ async def _turns(rig, channel, timeout=60):
     raise AssertionError("no call record written")
 
 
+ONE_LINE = (WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10), Hangup())
+
+
+async def converse(tmp_path, sqlite_url, config: AgentConfig, engines: Engines, steps, *, mode: str = "streaming"):
+    """One simulated call to an agent flow: (channel, cdr, turns) once its records are stored."""
+    rig = await start_rig(tmp_path, sqlite_url, mode=mode, flows=agent_flow(config), engines=engines)
+    try:
+        channel = await rig.call(CallerScript(list(steps)), flow="agent")
+        cdr, turns = await _turns(rig, channel)
+    finally:
+        await stop_rig(rig)
+    return channel, cdr, turns
+
+
 def fixed_engines(**llm) -> Engines:
     return Engines(stt=FixedStt("Can I speak to a manager please"),
                    llm=FixedLlm(llm.pop("reply", "Sure, one moment please."), **llm),
@@ -112,13 +126,8 @@ async def test_spoken_conversation_with_the_embedded_engines(tmp_path, sqlite_ur
 @pytest.mark.parametrize("mode", ["streaming", "classic"])
 async def test_caller_speech_stops_the_agent_and_the_record_says_what_was_heard(tmp_path, sqlite_url, mode):
     config = AgentConfig(system_prompt="test", greeting=LONG_GREETING)
-    rig = await start_rig(tmp_path, sqlite_url, mode=mode, flows=agent_flow(config), engines=fixed_engines())
-    try:
-        script = CallerScript([WaitFor("answer"), Wait(2.5), Say(utterance("u03")), Listen(0.5), Hangup()])
-        channel = await rig.call(script, flow="agent")
-        cdr, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    channel, cdr, turns = await converse(tmp_path, sqlite_url, config, fixed_engines(), [
+        WaitFor("answer"), Wait(2.5), Say(utterance("u03")), Listen(0.5), Hangup()], mode=mode)
     greeting, caller, reply = turns[:3]
     assert greeting["interrupted"] and 0 < greeting["barge_in_ms"] < 400
     assert LONG_GREETING.startswith(greeting["heard_text"]) and 0 < len(greeting["heard_text"]) < len(LONG_GREETING)
@@ -134,14 +143,9 @@ async def test_caller_speech_stops_the_agent_and_the_record_says_what_was_heard(
 async def test_noise_dtmf_and_ringback_never_interrupt(tmp_path, sqlite_url):
     config = AgentConfig(system_prompt="test", greeting=LONG_GREETING)
     engines = Engines(stt=WhisperStt(), llm=FixedLlm("unused"), tts=FixedTts(ms_per_char=110), vad=SileroVad())
-    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-    try:
-        sounds = [Say(noise(sound)) for sound in ("pinknoise", "brownnoise", "dtmf", "ring")]
-        script = CallerScript([WaitFor("answer"), Wait(1.0), *sounds, Listen(0.5, timeout=15), Hangup()])
-        channel = await rig.call(script, flow="agent")
-        _, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    sounds = [Say(noise(sound)) for sound in ("pinknoise", "brownnoise", "dtmf", "ring")]
+    channel, _, turns = await converse(tmp_path, sqlite_url, config, engines, [
+        WaitFor("answer"), Wait(1.0), *sounds, Listen(0.5, timeout=15), Hangup()])
     greeting = turns[0]
     assert channel.caller_speech[-1][1] < channel.agent_speech[0][1]  # all of it played over the agent
     assert not greeting["interrupted"] and greeting["heard_text"] == greeting["text"] == LONG_GREETING
@@ -155,14 +159,8 @@ async def test_a_backchannel_pauses_then_the_agent_resumes(tmp_path, sqlite_url,
         okay.extend(chunk.pcm)
     config = AgentConfig(system_prompt="test", greeting=LONG_GREETING, barge_in=BargeIn(guard_ms=100))
     engines = Engines(stt=embedded.stt, llm=FixedLlm("unused"), tts=FixedTts(), vad=SileroVad())
-    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-    try:
-        script = CallerScript([WaitFor("answer"), Wait(2.0), Say(resample(Pcm(bytes(okay), 24000), 8000)),
-                               Listen(0.6, timeout=20), Hangup()])
-        channel = await rig.call(script, flow="agent")
-        _, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    _, _, turns = await converse(tmp_path, sqlite_url, config, engines, [
+        WaitFor("answer"), Wait(2.0), Say(resample(Pcm(bytes(okay), 24000), 8000)), Listen(0.6, timeout=20), Hangup()])
     greeting = turns[0]
     assert not greeting["interrupted"] and greeting["heard_text"] == LONG_GREETING
     assert greeting["detail"].get("false_interruptions") == 1  # it paused for the "okay", then went on
@@ -176,14 +174,8 @@ async def test_a_backchannel_pauses_then_the_agent_resumes(tmp_path, sqlite_url,
 async def test_a_failing_or_stalled_model_gets_the_spoken_fallback(tmp_path, sqlite_url, failure):
     config = AgentConfig(system_prompt="test", greeting="Hi.", dead_air_s=0.6, engine_timeout_s=1.5)
     engines = fixed_engines(**{failure: True})
-    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-    try:
-        script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.6, timeout=10),
-                               Hangup()])
-        channel = await rig.call(script, flow="agent")
-        cdr, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    channel, cdr, turns = await converse(tmp_path, sqlite_url, config, engines, [
+        WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.6, timeout=10), Hangup()])
     assert channel.script_error is None  # the caller heard the agent answer something
     reply = turns[2]
     assert reply["speaker"] == "agent" and reply["text"] == ""
@@ -200,14 +192,8 @@ async def test_a_recogniser_failure_loses_one_utterance_and_the_caller_is_asked_
     config = AgentConfig(system_prompt="test", greeting="Hi.")
     engines = Engines(stt=FixedStt("Can I speak to a manager please", failures=1), llm=FixedLlm("Sure."),
                       tts=FixedTts(), vad=SileroVad())
-    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-    try:
-        script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
-                               Say(utterance("u03")), Listen(0.5, timeout=10), Hangup()])
-        channel = await rig.call(script, flow="agent")
-        cdr, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    channel, cdr, turns = await converse(tmp_path, sqlite_url, config, engines, [
+        *ONE_LINE[:-1], Say(utterance("u03")), Listen(0.5, timeout=10), Hangup()])
     assert channel.script_error is None
     assert [(t["speaker"], t["text"]) for t in turns] == [
         ("agent", "Hi."), ("agent", config.fallback), ("caller", "Can I speak to a manager please"),
@@ -233,14 +219,7 @@ async def test_hosted_engines_from_the_settings_drive_the_same_conversation(tmp_
                                  VOXGATE_OPENAI_API_KEY=openai.api_key)
         engines = build_engines(settings)
         config = AgentConfig(system_prompt="You are a test.", greeting="Hi.")
-        rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-        try:
-            script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
-                                   Hangup()])
-            channel = await rig.call(script, flow="agent")
-            _, turns = await _turns(rig, channel)
-        finally:
-            await stop_rig(rig)
+        channel, _, turns = await converse(tmp_path, sqlite_url, config, engines, ONE_LINE)
     assert channel.script_error is None
     assert [(t["speaker"], t["text"]) for t in turns] == [
         ("agent", "Hi."), ("caller", "can I speak to a manager please"), ("agent", "Sure, connecting you now.")]
@@ -257,14 +236,7 @@ async def test_stored_transcripts_are_redacted_but_the_agent_heard_everything(tm
     config = AgentConfig(system_prompt="test", greeting="Hi.")
     llm = FixedLlm("Thanks, I have your card ending 9855.")
     engines = Engines(stt=FixedStt(f"my card is {card}"), llm=llm, tts=FixedTts(), vad=SileroVad())
-    rig = await start_rig(tmp_path, sqlite_url, flows=agent_flow(config), engines=engines)
-    try:
-        script = CallerScript([WaitFor("answer"), Listen(0.4), Say(utterance("u03")), Listen(0.5, timeout=10),
-                               Hangup()])
-        channel = await rig.call(script, flow="agent")
-        _, turns = await _turns(rig, channel)
-    finally:
-        await stop_rig(rig)
+    _, _, turns = await converse(tmp_path, sqlite_url, config, engines, ONE_LINE)
     caller = turns[1]
     assert caller["text"] == "my card is [card]" and caller["detail"]["redactions"] == {"card": 1}
     assert turns[2]["text"] == "Thanks, I have your card ending 9855."  # four digits are not a number to hide
