@@ -20,7 +20,7 @@ from controller.agent.factory import build_engines, warm_up
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.audiofork.server import AudioForkServer, fork_url
-from controller.call import CallGone, CommandFailed
+from controller.call import CallEvent, CallGone, CommandFailed, Dtmf, DtmfSent, Transferred
 from controller.config import Settings
 from controller.esl import protocol as esl
 from controller.esl.client import CALL_EVENTS, EslError, EslLink, InboundClient, OutboundServer
@@ -28,7 +28,11 @@ from controller.esl.hub import GeventHub
 from controller.esl.protocol import EslEvent, EslFrame
 from controller.flows import FlowRegistry
 from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
-from controller.records.cdr import CallRecord, EventRecord, TurnRecord, call_record_from_hangup
+from controller.records.cdr import (
+    CallRecord, EventRecord, TransferRecord, TurnRecord, call_record_from_hangup, tool_call_records,
+)
+from controller.records.dtmf_log import DtmfLog
+from controller.records.recording import Recorder, RecordingStore, parse_keys
 from controller.records.redact import Redactor, compile_patterns
 from controller.records.store import RecordQueueFull, RecordWriter
 
@@ -49,6 +53,21 @@ class CallStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _CallBooks:
+    """What one call accumulates for its records besides the CDR."""
+
+    dtmf: DtmfLog
+    transfers: int = 0
+    recorder: Recorder | None = None
+
+
+def _wants_recording(default: bool, variables: dict[str, str]) -> bool:
+    """record_calls, unless the dialplan set voxgate_record for this call."""
+    value = variables.get("voxgate_record", "").strip().lower()
+    return default if value not in ("true", "false") else value == "true"
+
+
 class Controller:
     """Takes calls from FreeSWITCH and runs a flow on each."""
 
@@ -61,12 +80,15 @@ class Controller:
         self.writer = writer or RecordWriter(settings.database_url.reveal(), journal_dir=settings.journal_dir)
         self.redactor = None if settings.store_raw_text else Redactor(
             compile_patterns(json.loads(settings.redact_patterns or "{}")))
+        self.recordings = RecordingStore(settings.recordings_dir, parse_keys(settings.recording_keys.reveal())[0]) \
+            if settings.recording_keys else None
         self.hub = GeventHub()
         self.calls: dict[str, FreeSwitchCall] = {}
         self.stats = CallStats()
         self._secret = settings.token_secret.reveal() if settings.token_secret else ""
         self._tasks: set[asyncio.Task] = set()
         self._seq: dict[str, int] = {}
+        self._books: dict[str, _CallBooks] = {}
         self.ws = AudioForkServer(self._secret, self._media_port, max_message=settings.max_ws_message)
         self.outbound = OutboundServer(self.hub, settings.bind_host, settings.esl_outbound_port, self._on_outbound)
         self.inbound: InboundClient | None = None
@@ -104,6 +126,8 @@ class Controller:
         await self.outbound.stop()
         await self.ws.stop()
         await self.writer.close()
+        if self.recordings is not None:
+            self.recordings.close()
         self.hub.stop()
 
     @property
@@ -149,6 +173,16 @@ class Controller:
         call = FreeSwitchCall(info, link, media, outbound=outbound, on_event=self._audit)
         call.agent_engines = self.engines
         call.on_turn = self._on_turn
+        books = self._books[info.uuid] = _CallBooks(
+            DtmfLog("freeswitch", info.uuid, self._submit_record, mask=self.redactor is not None))
+        call.on_call_event = lambda event: self._on_call_event(books, info.uuid, event)
+        if _wants_recording(self.settings.record_calls, info.variables):
+            if self.recordings is None:
+                log.warning("call %s: voxgate_record asks for a recording, but no recording_keys are configured "
+                            "(recordings are never stored unencrypted): not recording", info.uuid)
+            else:
+                media.tap = books.recorder = self.recordings.start(
+                    "freeswitch", info.uuid, media.sample_rate, info.started_at or datetime.now(UTC))
         self.calls[info.uuid] = call
         self._seq[info.uuid] = 0
         self.stats.started += 1
@@ -204,6 +238,7 @@ class Controller:
             else:
                 await self._finish(call)
             self._record(call, outcome, error)
+            await self._close_books(call.info.uuid)
             if link is not None and not link.closed.is_set():
                 try:
                     await link.command(esl.encode_command("exit"), timeout=2)
@@ -260,15 +295,44 @@ class Controller:
         if seq is None:
             return
         self._seq[call_uuid] = seq + 1
+        payload = audit_payload(event)
+        if self.redactor is not None:  # digits live in the dtmf table, where long runs are masked
+            payload.pop("DTMF-Digit", None)
         self._submit(lambda: self.writer.submit_event(EventRecord(
-            "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, audit_payload(event))))
+            "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, payload)))
 
     def _on_turn(self, turn: TurnRecord) -> None:
         if self.redactor is not None:  # the agent keeps the words it needs; storage does not
             turn = self.redactor.turn(turn)
         self._submit(lambda: self.writer.submit_turn(turn))
+        for tool_call in tool_call_records(turn):
+            self._submit_record(tool_call)
         if self.on_turn is not None:
             self.on_turn(turn)
+
+    def _on_call_event(self, books: _CallBooks, call_uuid: str, event: CallEvent) -> None:
+        if isinstance(event, Dtmf):
+            books.dtmf.pressed(event.at, event.digit, event.duration_ms)
+        elif isinstance(event, DtmfSent):
+            books.dtmf.sent(event.at, event.digits)
+        elif isinstance(event, Transferred):
+            books.transfers += 1
+            self._submit_record(TransferRecord(
+                "freeswitch", call_uuid, books.transfers, event.at, event.destination, event.kind, event.reason,
+                "failed" if event.error else "accepted", event.error))
+
+    async def _close_books(self, call_uuid: str) -> None:
+        books = self._books.pop(call_uuid, None)
+        if books is None:
+            return
+        books.dtmf.close()
+        if books.recorder is not None:
+            recording = await books.recorder.close()
+            if recording is not None:
+                self._submit_record(recording)
+
+    def _submit_record(self, record) -> None:
+        self._submit(lambda: self.writer.submit(record))
 
     def _record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> None:
         info = call.info

@@ -46,6 +46,23 @@ class Dtmf(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfSent(CallEvent):
+    """Digits voxgate sent to the far end (send_dtmf), after the PBX accepted them."""
+
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transferred(CallEvent):
+    """voxgate asked the PBX to transfer the call; `error` is set when the PBX refused."""
+
+    destination: str
+    kind: str = "blind"
+    reason: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PlaybackStarted(CallEvent):
     playback_id: str
 
@@ -99,10 +116,23 @@ class PlayResult:
     first_frame_at: float | None = None
 
 
+class MediaTap(Protocol):
+    """Sees a call's audio both ways as it passes (call recording). Must not block: it runs on the media path."""
+
+    def caller(self, pcm: bytes, sample_rate: int) -> None:
+        """Caller audio as it arrived from the PBX."""
+        ...
+
+    def agent(self, pcm: bytes, sample_rate: int) -> None:
+        """Audio voxgate sent towards the caller, when it left for the PBX."""
+        ...
+
+
 class MediaPort(Protocol):
-    """A call's audio both ways: caller frames in, paced agent audio out."""
+    """A call's audio both ways: caller frames in, paced agent audio out; `tap`, when set, sees both."""
 
     sample_rate: int
+    tap: MediaTap | None
 
     def frames(self) -> AsyncIterator[AudioFrame]:
         """Caller audio as it arrives; ends when the media stream closes."""
@@ -176,7 +206,7 @@ class Call(Protocol):
 
     async def send_dtmf(self, digits: str) -> None: ...
 
-    async def transfer(self, destination: str) -> None: ...
+    async def transfer(self, destination: str, reason: str = "") -> None: ...
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None: ...
 

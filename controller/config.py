@@ -87,6 +87,9 @@ class Settings:
     journal_dir: str = "var/journal"  # records reach this disk journal (fsync'd) before the database
     store_raw_text: bool = False  # True stores transcripts unredacted (cards, IDs, e-mail, phone numbers)
     redact_patterns: str = ""  # JSON object of extra patterns: {"order_ref": "ORD-\\d+"}
+    record_calls: bool = False  # stereo recordings (caller | agent), encrypted; the dialplan's voxgate_record overrides
+    recordings_dir: str = "var/recordings"
+    recording_keys: Secret | None = None  # "id:base64key[,old-id:base64key]": the first encrypts, all decrypt
     default_flow: str = "greeting"
     max_ws_message: int = 65536
     log_level: str = "INFO"
@@ -327,6 +330,16 @@ def _redact_patterns(value: str) -> str:
     return value
 
 
+def _recording_keys(value: Secret) -> Secret:
+    from controller.records.recording import parse_keys
+
+    try:
+        parse_keys(value.reveal())
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
 _PORT = _in_range(0, 65535)
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "bind_host": _bind_host,
@@ -349,6 +362,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "tmp_dir": _not_blank,
     "journal_dir": _not_blank,
     "redact_patterns": _redact_patterns,
+    "recordings_dir": _not_blank,
+    "recording_keys": _recording_keys,
     "stt": _one_of("whisper", "deepgram"),
     "llm": _one_of("grounded", "llama", "openai"),
     "tts": _one_of("hibari", "openai"),
@@ -426,6 +441,9 @@ def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
     ws_port, esl_port = values.get("ws_port"), values.get("esl_outbound_port")
     if ws_port and ws_port == esl_port:
         found.append(("ws_port", f"is the same as esl_outbound_port ({esl_port}); both listen on bind_host"))
+    if values.get("record_calls") and "recording_keys" in values and values["recording_keys"] is None:
+        found.append(("recording_keys", "required when record_calls is true (recordings are never stored "
+                      "unencrypted); make one with `voxgate recording new-key`"))
     if values.get("stt") == "deepgram" and values.get("deepgram_api_key") is None:
         found.append(("deepgram_api_key", "required when stt is deepgram"))
     bind_host = values.get("bind_host")

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from controller.audio import FRAME_MS, Resampler, frame_bytes, to_mono
 from controller.audiofork import protocol as fork
-from controller.call import AudioFrame, PlayResult
+from controller.call import AudioFrame, MediaTap, PlayResult
 from controller.esl.protocol import EslFrame
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class ForkMediaPort:
         self._file_waiter: asyncio.Future[str] | None = None
         self._closed = False
         self.metadata: str | None = None
+        self.tap: MediaTap | None = None
         self.frames_in = 0
         self.frames_dropped = 0
         self.frames_rejected = 0
@@ -126,6 +127,8 @@ class ForkMediaPort:
             return
         frame = AudioFrame(pcm, self.sample_rate, self.frames_in, time.monotonic())
         self.frames_in += 1
+        if self.tap is not None:
+            self.tap.caller(pcm, self.sample_rate)
         if self._inbound.full():
             self._inbound.get_nowait()  # a stalled consumer loses the oldest audio, never the newest
             self.frames_dropped += 1
@@ -227,6 +230,8 @@ class ForkMediaPort:
             await ws.send(frame)
         except ConnectionClosed:
             return False
+        if self.tap is not None:
+            self.tap.agent(frame, self.spec.stream_rate)
         return True
 
     async def send_mark(self) -> tuple[str, asyncio.Future[str]] | None:
@@ -284,6 +289,8 @@ class ForkMediaPort:
             log.error("call %s: uuid_broadcast refused: %s", self.call_uuid, reply.text.strip())
             return PlayResult(0, total_ms, True)
         self._file_started[path] = time.monotonic()
+        if self.tap is not None:  # the whole file, even if a barge-in cuts it: the module reports no position
+            self.tap.agent(data, rate)
         if on_first_frame is not None:
             on_first_frame(self._file_started[path])
         try:

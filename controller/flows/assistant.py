@@ -77,7 +77,7 @@ async def assistant(call: Call) -> str:
     await call.answer()
     result = await call.agent(CONFIG)
     if result.reason == "transfer" and result.transfer_to:
-        await call.transfer(result.transfer_to)
+        await call.transfer(result.transfer_to, reason="agent")
         return "transferred"
     if result.reason in ("end_call", "idle", "max_turns"):
         await call.hangup()

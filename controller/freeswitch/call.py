@@ -12,8 +12,8 @@ from controller.agent.conversation import AgentConfig, AgentResult, Conversation
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.call import (
-    Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, HungUp, MediaConnected, MediaLost,
-    PlaybackFinished, PlaybackStarted, PlayResult,
+    Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, DtmfSent, HungUp, MediaConnected, MediaLost,
+    PlaybackFinished, PlaybackStarted, PlayResult, Transferred,
 )
 from controller.esl import protocol as esl
 from controller.esl.client import EslError, EslLink
@@ -78,6 +78,7 @@ class FreeSwitchCall:
         self.transferred_to: str | None = None
         self.agent_engines: Engines | None = None  # set by the controller
         self.on_turn: Callable[[TurnRecord], None] | None = None
+        self.on_call_event: Callable[[CallEvent], None] | None = None  # the controller's records
 
     @property
     def ended(self) -> asyncio.Event:
@@ -150,6 +151,8 @@ class FreeSwitchCall:
         self.completed.set()
 
     def _emit(self, event: CallEvent) -> None:
+        if self.on_call_event is not None:
+            self.on_call_event(event)
         self._history.append(event)
         for queue in self._subscribers:
             queue.put_nowait(event)
@@ -295,16 +298,22 @@ class FreeSwitchCall:
         if not digits or any(d not in "0123456789*#ABCDabcdw" for d in digits):
             raise ValueError(f"not DTMF digits: {digits!r}")
         await self._api(f"uuid_send_dtmf {self.info.uuid} {digits}")
+        self._emit(DtmfSent(datetime.now(UTC), digits))
 
-    async def transfer(self, destination: str) -> None:
+    async def transfer(self, destination: str, reason: str = "") -> None:
         if not destination or any(c.isspace() for c in destination):
             raise ValueError(f"bad transfer destination {destination!r}")
-        # The caller leaves voxgate: stop streaming their audio here, and do not take them back.
-        await self._api(fork.stop_command(self.info.uuid))
-        self.media.close()
-        await self._api(f"uuid_setvar {self.info.uuid} voxgate_flow")
-        await self._api(f"uuid_transfer {self.info.uuid} {destination}")
+        try:
+            # The caller leaves voxgate: stop streaming their audio here, and do not take them back.
+            await self._api(fork.stop_command(self.info.uuid))
+            self.media.close()
+            await self._api(f"uuid_setvar {self.info.uuid} voxgate_flow")
+            await self._api(f"uuid_transfer {self.info.uuid} {destination}")
+        except (CommandFailed, CallGone) as exc:
+            self._emit(Transferred(datetime.now(UTC), destination, reason=reason, error=str(exc) or "call gone"))
+            raise
         self.transferred_to = destination
+        self._emit(Transferred(datetime.now(UTC), destination, reason=reason))
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._ended.is_set():

@@ -1,4 +1,4 @@
-"""Call, event and conversation-turn records as plain values, and the CDR built from a FreeSWITCH hangup event.
+"""Call records as plain values (call, event, turn, DTMF, tool call, transfer, recording), and the CDR built from a FreeSWITCH hangup event.
 
 Pure functions only: the writer (store.py) persists these; nothing here touches a database.
 """
@@ -85,7 +85,94 @@ class TurnRecord:
         _require_json(self.detail)
 
 
-Record = CallRecord | EventRecord | TurnRecord
+@dataclass(frozen=True, slots=True)
+class DtmfRecord:
+    """One DTMF digit: pressed by the caller ("in") or sent by voxgate ("out"), ordered by `seq` within the call."""
+
+    pbx: str
+    call_uuid: str
+    seq: int
+    at: datetime
+    digit: str
+    direction: str = "in"
+    duration_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at)
+        if self.direction not in ("in", "out"):
+            raise ValueError(f"DTMF direction is {self.direction!r}, expected 'in' or 'out'")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One tool the agent called, at `position` within the agent turn `turn_seq`."""
+
+    pbx: str
+    call_uuid: str
+    turn_seq: int
+    position: int
+    at: datetime
+    name: str
+    arguments: dict[str, Any]
+    result: str | None
+    error: str | None
+    duration_ms: float
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at)
+        _require_json(self.arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """One transfer voxgate asked the PBX for: where to, why, and whether the PBX took it."""
+
+    pbx: str
+    call_uuid: str
+    seq: int
+    at: datetime
+    destination: str
+    kind: str = "blind"
+    reason: str = ""
+    outcome: str = "accepted"     # accepted | failed
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRecord:
+    """One encrypted call recording on disk; `sha256` is of the encrypted file, checkable without the key."""
+
+    pbx: str
+    call_uuid: str
+    seq: int
+    path: str
+    started_at: datetime
+    duration_s: float
+    channels: int
+    sample_rate: int
+    size_bytes: int
+    sha256: str
+    key_id: str
+    complete: bool = True         # False: the file was closed without its final segment (crash, disk error)
+
+    def __post_init__(self) -> None:
+        _require_aware(self.started_at)
+
+
+Record = CallRecord | EventRecord | TurnRecord | DtmfRecord | ToolCallRecord | TransferRecord | RecordingRecord
+
+
+def tool_call_records(turn: TurnRecord) -> list[ToolCallRecord]:
+    """The tool calls an agent turn made (kept in its detail) as rows of their own."""
+    return [
+        ToolCallRecord(turn.pbx, turn.call_uuid, turn.seq, position, turn.started_at, call.get("name", ""),
+                       call.get("arguments") or {}, call.get("result"), call.get("error"),
+                       float(call.get("duration_ms") or 0.0))
+        for position, call in enumerate(turn.detail.get("tool_calls", []))
+    ]
 
 
 def call_record_from_hangup(

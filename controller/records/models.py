@@ -1,4 +1,5 @@
-"""The record tables: one row per call (the CDR), one per call event, one per conversation turn.
+"""The record tables: one row per call (the CDR), per call event, per conversation turn, per DTMF digit,
+per tool call, per transfer and per recording.
 
 The same models serve SQLite (a single box) and PostgreSQL (a fleet). Rows are keyed by
 the natural key (pbx, call_uuid) so that writes are idempotent upserts and events can
@@ -147,3 +148,82 @@ class TurnRow(Base):
     barge_in_ms: Mapped[float | None] = mapped_column(Float)
     engines: Mapped[dict[str, str]] = mapped_column(JsonDocument)
     detail: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+
+
+class DtmfRow(Base):
+    """One DTMF digit, pressed by the caller or sent by voxgate; runs long enough to be private are masked."""
+
+    __tablename__ = "dtmf"
+    __table_args__ = (UniqueConstraint("pbx", "call_uuid", "seq"), Index(None, "call_uuid"))
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    digit: Mapped[str] = mapped_column(String())
+    direction: Mapped[str] = mapped_column(String())
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class ToolCallRow(Base):
+    """One tool call the agent made, within the agent turn (turn_seq) that made it."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        UniqueConstraint("pbx", "call_uuid", "turn_seq", "position"),
+        Index(None, "call_uuid"),
+        Index(None, "name", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    turn_seq: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    name: Mapped[str] = mapped_column(String())
+    arguments: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class TransferRow(Base):
+    """One transfer voxgate asked the PBX for."""
+
+    __tablename__ = "transfers"
+    __table_args__ = (UniqueConstraint("pbx", "call_uuid", "seq"), Index(None, "call_uuid"), Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    destination: Mapped[str] = mapped_column(String())
+    kind: Mapped[str] = mapped_column(String())
+    reason: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String())
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RecordingRow(Base):
+    """One encrypted call recording: where the file is and what it takes to read it (the key id)."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (UniqueConstraint("pbx", "call_uuid", "seq"), Index(None, "call_uuid"),
+                      Index(None, "started_at"))
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    pbx: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration_s: Mapped[float] = mapped_column(Float)
+    channels: Mapped[int] = mapped_column(Integer)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String())
+    key_id: Mapped[str] = mapped_column(String())
+    complete: Mapped[bool] = mapped_column(Boolean)

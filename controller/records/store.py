@@ -23,9 +23,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.pool import NullPool
 
-from controller.records.cdr import CallRecord, EventRecord, Record, TurnRecord
+from controller.records.cdr import (
+    CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord, TurnRecord,
+)
 from controller.records.journal import Journal, JournalError, encode
-from controller.records.models import CallEventRow, CallRow, TurnRow
+from controller.records.models import (
+    CallEventRow, CallRow, DtmfRow, RecordingRow, ToolCallRow, TransferRow, TurnRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,11 @@ _KINDS: dict[type[Record], _Kind] = {
     CallRecord: _Kind(CallRow.__table__, ("pbx", "call_uuid"), replaces=True),
     EventRecord: _Kind(CallEventRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
     TurnRecord: _Kind(TurnRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
+    DtmfRecord: _Kind(DtmfRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
+    ToolCallRecord: _Kind(ToolCallRow.__table__, ("pbx", "call_uuid", "turn_seq", "position"), replaces=False),
+    TransferRecord: _Kind(TransferRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
+    # a recording closed after a crash (complete=False) is replaced when the file is finished later
+    RecordingRecord: _Kind(RecordingRow.__table__, ("pbx", "call_uuid", "seq"), replaces=True),
 }
 
 
@@ -68,10 +77,11 @@ class RecordQueueFull(RuntimeError):
 
 
 class RecordWriter:
-    """Writes CallRecords, EventRecords and TurnRecords from one background task; see the module docstring.
+    """Writes every kind of record (cdr.Record) from one background task; see the module docstring.
 
-    `start()` inside the running loop, `submit_call()` / `submit_event()` / `submit_turn()`
-    from anywhere on it, `await flush()` to wait for what was submitted, `await close()` at shutdown.
+    `start()` inside the running loop, `submit()` (or the typed `submit_call()` / `submit_event()` /
+    `submit_turn()`) from anywhere on it, `await flush()` to wait for what was submitted, `await close()`
+    at shutdown.
     """
 
     def __init__(
@@ -113,6 +123,7 @@ class RecordWriter:
         self.written_calls = 0
         self.written_events = 0
         self.written_turns = 0
+        self.written: Counter[str] = Counter()  # every kind, by table name
         self.failed_batches = 0
         self.rejected = 0
         self.quarantined = 0  # refused by a working database: set aside in the journal folder
@@ -132,6 +143,10 @@ class RecordWriter:
         if self._task is not None:
             raise RuntimeError("RecordWriter is already started")
         self._task = asyncio.create_task(self._run(), name="voxgate-record-writer")
+
+    def submit(self, record: Record) -> None:
+        """Queue any record; never waits. Natural keys make a second submission harmless."""
+        self._submit(record)
 
     def submit_call(self, record: CallRecord) -> None:
         """Queue a CDR; never waits. A later submission for the same call replaces the earlier."""
@@ -325,6 +340,8 @@ class RecordWriter:
         self.written_calls += written[CallRecord]
         self.written_events += written[EventRecord]
         self.written_turns += written[TurnRecord]
+        for kind, count in written.items():
+            self.written[_KINDS[kind].table.name] += count
 
     def _write(self, batch: list[Record]) -> Counter[type[Record]]:
         """One transaction for the batch (worker thread). Returns how many records of each type it held."""
@@ -359,16 +376,22 @@ def list_calls(database_url: str) -> list[dict[str, Any]]:
 
 def list_events(database_url: str, call_uuid: str) -> list[dict[str, Any]]:
     """One call's events in seq order."""
-    table = CallEventRow.__table__
-    query = select(table).where(table.c.call_uuid == call_uuid).order_by(table.c.pbx, table.c.seq)
-    return _fetch(database_url, query)
+    return list_rows(database_url, "call_events", call_uuid)
 
 
 def list_turns(database_url: str, call_uuid: str) -> list[dict[str, Any]]:
     """One call's conversation turns in seq order."""
-    table = TurnRow.__table__
-    query = select(table).where(table.c.call_uuid == call_uuid).order_by(table.c.pbx, table.c.seq)
-    return _fetch(database_url, query)
+    return list_rows(database_url, "turns", call_uuid)
+
+
+def list_rows(database_url: str, table_name: str, call_uuid: str) -> list[dict[str, Any]]:
+    """One call's rows of a per-call table (call_events, turns, dtmf, tool_calls, transfers, recordings), in order."""
+    spec = next((k for k in _KINDS.values() if k.table.name == table_name), None)
+    if spec is None or len(spec.key) < 3:  # calls: one row per call, keyed by the call alone
+        raise ValueError(f"{table_name!r} is not a per-call record table")
+    table = spec.table
+    order = [table.c.pbx, *(table.c[name] for name in spec.key[2:])]
+    return _fetch(database_url, select(table).where(table.c.call_uuid == call_uuid).order_by(*order))
 
 
 def _fetch(database_url: str, query: Executable) -> list[dict[str, Any]]:

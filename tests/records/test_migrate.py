@@ -14,6 +14,13 @@ from controller.records import migrate
 from controller.records.models import Base
 
 TURNS_SCHEMA = ({"ix_turns_call_uuid", "ix_turns_started_at"}, {"uq_turns_pbx_call_uuid_seq"})
+DETAIL_SCHEMA = {
+    "dtmf": ({"ix_dtmf_call_uuid"}, {"uq_dtmf_pbx_call_uuid_seq"}),
+    "tool_calls": ({"ix_tool_calls_call_uuid", "ix_tool_calls_name_at"},
+                   {"uq_tool_calls_pbx_call_uuid_turn_seq_position"}),
+    "transfers": ({"ix_transfers_call_uuid", "ix_transfers_at"}, {"uq_transfers_pbx_call_uuid_seq"}),
+    "recordings": ({"ix_recordings_call_uuid", "ix_recordings_started_at"}, {"uq_recordings_pbx_call_uuid_seq"}),
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +57,7 @@ def _model_drift(url: str) -> list:
 def test_upgrade_creates_the_tables_and_downgrade_removes_them(empty_url):
     migrate.upgrade(empty_url)
     schema = _schema(empty_url)
-    assert set(schema) == {"alembic_version", "calls", "call_events", "turns"}
+    assert set(schema) == {"alembic_version", "calls", "call_events", "turns", *DETAIL_SCHEMA}
     assert schema["calls"] == (
         {"ix_calls_started_at", "ix_calls_flow_started_at", "ix_calls_hangup_cause"},
         {"uq_calls_pbx_call_uuid"},
@@ -74,8 +81,6 @@ def test_turns_revision_goes_down_and_up_again(empty_url):
         assert _schema(empty_url) == {**before, "turns": TURNS_SCHEMA}
         migrate.downgrade(empty_url, "0001")
         assert _schema(empty_url) == before
-    migrate.upgrade(empty_url, "0002")
-    assert _model_drift(empty_url) == []
 
 
 def test_models_match_the_migrated_schema(empty_url):
@@ -114,3 +119,16 @@ def test_views_revision_goes_down_and_up_again(empty_url):
         assert views() == {"call_daily", "hangup_causes", "reply_daily"}
         migrate.downgrade(empty_url, "0002")
         assert views() == set()
+
+
+def test_detail_tables_revision_goes_down_and_up_again(empty_url):
+    migrate.upgrade(empty_url, "0003")
+    before = _schema(empty_url)
+    assert not set(DETAIL_SCHEMA) & set(before)
+    for _ in range(2):  # 0003 -> 0004 -> 0003 -> 0004
+        migrate.upgrade(empty_url, "0004")
+        assert _schema(empty_url) == {**before, **DETAIL_SCHEMA}
+        migrate.downgrade(empty_url, "0003")
+        assert _schema(empty_url) == before
+    migrate.upgrade(empty_url, "0004")
+    assert _model_drift(empty_url) == []

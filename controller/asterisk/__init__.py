@@ -1,0 +1,1 @@
+"""Asterisk: AMI call control, AudioSocket and chan_websocket media."""
