@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, demo, simulate, db, calls, turns."""
+"""The `voxgate` command: serve, demo, simulate, db, calls, turns, report, recording."""
 
 from __future__ import annotations
 
@@ -89,15 +89,63 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def _purge(url: str, older_than: str | None) -> int:
-    from controller.records.retention import parse_age, purge_transcripts
+    from controller.records.retention import parse_age, purge
 
     try:
         age = parse_age(older_than or "")
     except ValueError as exc:
         print(f"voxgate db purge: --older-than is required: {exc}", file=sys.stderr)
         return 2
-    erased = purge_transcripts(url, age)
-    print(f"erased the transcripts of {erased} turn(s) older than {older_than}; call records and latencies kept")
+    erased = purge(url, age)
+    print(f"older than {older_than}: erased the words of {erased.turns} turn(s) and {erased.tool_calls} tool call(s), "
+          f"{erased.dtmf} DTMF digit(s), {erased.recordings} recording(s); call records and latencies kept")
+    return 0
+
+
+def cmd_recording(args: argparse.Namespace) -> int:
+    from controller.records.recording import new_key_text
+
+    if args.action == "new-key":
+        print(new_key_text(args.call_uuid or "k1"))
+        return 0
+    if not args.call_uuid:
+        print("voxgate recording export: which call? (voxgate recording export CALL_UUID)", file=sys.stderr)
+        return 2
+    return _export_recording(_settings(args), args.call_uuid, args.out)
+
+
+def _export_recording(settings: Settings, call_uuid: str, out: str | None) -> int:
+    import hashlib
+
+    from controller.records.recording import RecordingError, decrypt, parse_keys, write_wav
+    from controller.records.store import list_rows
+
+    if settings.recording_keys is None:
+        print("voxgate recording export: recording_keys is not configured (VOXGATE_RECORDING_KEYS)", file=sys.stderr)
+        return 2
+    rows = list_rows(settings.database_url.reveal(), "recordings", call_uuid)
+    if not rows:
+        print(f"voxgate: no recording of call {call_uuid}", file=sys.stderr)
+        return 1
+    row = rows[-1]
+    target = Path(out or f"{call_uuid}.wav")
+    if target.exists():
+        print(f"voxgate recording export: {target} exists; not overwriting it", file=sys.stderr)
+        return 1
+    try:
+        digest = hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest()
+        if digest != row["sha256"]:
+            raise RecordingError(f"{row['path']}: sha256 differs from the one recorded; the file was replaced")
+        recording = decrypt(row["path"], parse_keys(settings.recording_keys.reveal()))
+    except (OSError, RecordingError) as exc:
+        print(f"voxgate recording export: {exc}", file=sys.stderr)
+        return 1
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # decrypted audio: owner only
+    write_wav(recording, target)
+    seconds = len(recording.pcm) / (4 * recording.sample_rate)
+    note = "" if recording.complete else " (the recording was cut short: its final segment is missing)"
+    print(f"{target}: {seconds:.1f} s, stereo (left caller, right agent), {recording.sample_rate} Hz{note}")
+    log.warning("recording of call %s exported to %s by uid %d", call_uuid, target, os.getuid())
     return 0
 
 
@@ -191,8 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database migrations; purge applies the retention policy")
     db.add_argument("action", choices=["upgrade", "downgrade", "purge"])
     db.add_argument("revision", nargs="?")
-    db.add_argument("--older-than", help="purge: erase transcripts older than this (90d, 12h)")
+    db.add_argument("--older-than", help="purge: erase transcripts and recordings older than this (90d, 12h)")
     db.set_defaults(func=cmd_db)
+
+    recording = sub.add_parser("recording", help="export a call's recording as WAV; make an encryption key")
+    recording.add_argument("action", choices=["export", "new-key"])
+    recording.add_argument("call_uuid", nargs="?", metavar="CALL_UUID|KEY_ID")
+    recording.add_argument("--out", help="export: the WAV file to write (default CALL_UUID.wav)")
+    recording.set_defaults(func=cmd_recording)
 
     calls = sub.add_parser("calls", help="recent call detail records")
     calls.add_argument("--limit", type=int, default=20)

@@ -227,6 +227,9 @@ class Recorder:
             out[:have, column] = np.frombuffer(buffer, dtype="<i2", count=have)
             del buffer[:2 * have]
         self._emitted += samples
+        # a channel that had less is now padded up to here: its next audio starts no earlier
+        self._caller_len = max(self._caller_len, self._emitted)
+        self._agent_len = max(self._agent_len, self._emitted)
         return out.tobytes()
 
     def _submit(self, work) -> None:

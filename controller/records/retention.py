@@ -1,18 +1,25 @@
-"""Retention: transcripts older than the policy are erased; the numbers managers report on stay.
+"""Retention: transcripts and recordings older than the policy are erased; the numbers managers report on stay.
 
 A purged turn keeps its speaker, times, interruption flag and latencies (so reports over old
 periods still work) and loses its words: text and heard text, tool-call arguments and results.
+DTMF rows keep their time and direction and lose the digit. Recordings lose their file and row.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import create_engine, or_, update
+from sqlalchemy import Connection, create_engine, delete, or_, select, update
 from sqlalchemy.pool import NullPool
 
-from controller.records.models import TurnRow
+from controller.records.dtmf_log import MASKED
+from controller.records.models import DtmfRow, RecordingRow, ToolCallRow, TurnRow
+
+log = logging.getLogger(__name__)
 
 _AGE = re.compile(r"^(\d+)([dh])$")
 PURGED = {"purged": True}
@@ -27,17 +34,50 @@ def parse_age(text: str) -> timedelta:
     return timedelta(days=amount) if match.group(2) == "d" else timedelta(hours=amount)
 
 
-def purge_transcripts(database_url: str, older_than: timedelta, now: datetime | None = None) -> int:
-    """Erase the words of turns that started before now - older_than; returns how many were erased."""
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """How many rows of each kind lost their content."""
+
+    turns: int
+    tool_calls: int
+    dtmf: int
+    recordings: int
+
+
+def purge(database_url: str, older_than: timedelta, now: datetime | None = None) -> Purged:
+    """Erase the words, digits and recordings of everything before now - older_than."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    table = TurnRow.__table__
-    statement = (update(table)
-                 .where(table.c.started_at < cutoff)
-                 .where(or_(table.c.text != "", table.c.heard_text.is_not(None)))
-                 .values(text="", heard_text=None, detail=PURGED))
+    turns, tools, dtmf = TurnRow.__table__, ToolCallRow.__table__, DtmfRow.__table__
     engine = create_engine(database_url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
-            return connection.execute(statement).rowcount
+            return Purged(
+                turns=connection.execute(
+                    update(turns).where(turns.c.started_at < cutoff)
+                    .where(or_(turns.c.text != "", turns.c.heard_text.is_not(None)))
+                    .values(text="", heard_text=None, detail=PURGED)).rowcount,
+                tool_calls=connection.execute(
+                    update(tools).where(tools.c.at < cutoff).where(tools.c.arguments != PURGED)
+                    .values(arguments=PURGED, result=None)).rowcount,
+                dtmf=connection.execute(
+                    update(dtmf).where(dtmf.c.at < cutoff).where(dtmf.c.digit != MASKED)
+                    .values(digit=MASKED)).rowcount,
+                recordings=_purge_recordings(connection, cutoff),
+            )
     finally:
         engine.dispose()
+
+
+def _purge_recordings(connection: Connection, cutoff: datetime) -> int:
+    """Files first, then their rows: a row never points at nothing because of us, a file never outlives the policy."""
+    table = RecordingRow.__table__
+    old = connection.execute(select(table.c.id, table.c.path).where(table.c.started_at < cutoff)).all()
+    for _, path in old:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as exc:  # kept in the table, so the next purge tries again
+            log.error("could not remove recording %s: %s", path, exc)
+            old = [row for row in old if row.path != path]
+    if old:
+        connection.execute(delete(table).where(table.c.id.in_([row.id for row in old])))
+    return len(old)
