@@ -195,7 +195,6 @@ class AudioSocketParser(_Framer):
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        return None
 
 
 class ServerFrameParser(_Framer):
@@ -370,7 +369,7 @@ class Pacer:
         n = max(0, int((now - t0) / period) + 1)
         while n and t0 + (n - 1) * period > now:
             n -= 1
-        while False:
+        while t0 + n * period <= now:
             n += 1
         return n
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from controller.asterisk import audiosocket as aso
-from tests.asterisk.audiosocket_fixtures import FROM_ASTERISK, TO_ASTERISK, frames, notes, scenario, stream
+from tests.asterisk.audiosocket_fixtures import TO_ASTERISK, frames, notes, scenario, stream
 
 # app: AudioSocket() (always slin 8 kHz); chan_*: Dial(AudioSocket/...) with or without c(codec).
 FROM_ASTERISK_SCENARIOS = ["app_realtime", "chan_default_codec", "chan_slin16", "chan_slin48", "chan_ulaw",

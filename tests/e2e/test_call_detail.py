@@ -34,7 +34,7 @@ async def test_an_agent_call_leaves_tool_calls_dtmf_transfer_and_recording(tmp_p
     try:
         channel = await rig.call(CallerScript([
             WaitFor("answer"), Listen(0.4), Dtmf("4556737586899855#", gap_s=0.1), Wait(0.5),
-            Say(speech), Listen(0.5, timeout=10), Say(speech), Listen(0.5, timeout=10), Wait(0.5), Hangup()]),
+            Say(speech), Listen(0.5, timeout=10), Say(speech), Wait(5), Hangup()]),  # after the transfer: whatever extension 1000 does
             flow="assistant")
         await asyncio.wait_for(channel.ended.wait(), 60)
         for _ in range(200):
