@@ -5,7 +5,12 @@ frame and keeps playing audio back; the parent runs the FreeSWITCH simulator wit
 Prints CPU per call, inbound frame handling latency (arrival -> delivery to the flow) and
 outbound pacing, for a baseline of a few calls and for N calls, and the ratio between them.
 
-    python bench/calls.py [--calls 200] [--seconds 20] [--baseline 10]
+With --slow-db, N calls run twice instead: once writing no records during the measurement,
+once with every call storing a turn every half second into a PostgreSQL whose every insert
+sleeps 250 ms (a slow or overloaded database). The media plane must not notice: inbound p99
+within 1 ms of the run without database traffic.
+
+    python bench/calls.py [--calls 200] [--seconds 20] [--baseline 10] [--slow-db]
 """
 
 from __future__ import annotations
@@ -32,18 +37,46 @@ SPEECH = Path(__file__).resolve().parents[1] / "controller" / "prompts" / "greet
 # ---------------------------------------------------------------- the voxgate side (child process)
 
 
-async def serve(seconds: float) -> None:
+SLOW_INSERT = """
+CREATE FUNCTION bench_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.25); RETURN NULL; END $$;
+CREATE TRIGGER bench_slow_turns BEFORE INSERT ON turns FOR EACH STATEMENT EXECUTE FUNCTION bench_slow();
+CREATE TRIGGER bench_slow_events BEFORE INSERT ON call_events FOR EACH STATEMENT EXECUTE FUNCTION bench_slow();
+"""
+
+
+def slow_postgres():
+    """A private PostgreSQL at the latest schema whose every insert statement takes 250 ms more."""
+    import psycopg
+
+    from controller.records.localpg import PostgresCluster, find_postgres_bindir
+    from controller.records.migrate import upgrade
+
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        raise SystemExit("--slow-db needs PostgreSQL's server binaries: apt-get install postgresql")
+    cluster = PostgresCluster.create(bindir)
+    upgrade(cluster.url)
+    with psycopg.connect(cluster.url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(SLOW_INSERT)
+    return cluster
+
+
+async def serve(seconds: float, slow_db: bool) -> None:
     import logging
+    from datetime import UTC, datetime
 
     from controller.app import Controller
     from controller.config import load_settings
     from controller.flows import builtin_flows
+    from controller.records.cdr import TurnRecord
     from controller.records.migrate import upgrade
 
     logging.basicConfig(level=logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
-    url = f"sqlite:///{tmp}/bench.sqlite3"
-    upgrade(url)
+    cluster = slow_postgres() if slow_db else None
+    url = cluster.url if cluster else f"sqlite:///{tmp}/bench.sqlite3"
+    if cluster is None:
+        upgrade(url)
     settings = load_settings({"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0",
                               "VOXGATE_DATABASE_URL": url, "VOXGATE_JOURNAL_DIR": f"{tmp}/journal",
                               "VOXGATE_TOKEN_SECRET": "bench-secret-0123456789",
@@ -61,8 +94,14 @@ async def serve(seconds: float) -> None:
                 latencies.append(time.monotonic() - frame.received)
 
         consumer = asyncio.create_task(consume())
+        seq = 0
         while not call.ended.is_set():
             await call.play_audio(reply, 8000)
+            if slow_db:  # what an agent call stores: a turn per reply, through the controller's record path
+                now = datetime.now(UTC)
+                call.on_turn(TurnRecord("freeswitch", call.info.uuid, seq, "agent", "A reply.", "A reply.", now, now,
+                                        voice_to_voice_ms=500.0))
+                seq += 1
             await asyncio.sleep(0.5)
         await consumer
         return "completed"
@@ -88,19 +127,23 @@ async def serve(seconds: float) -> None:
         "max_late_ms": max((p.max_late_ms for p in pacing), default=0.0),
         "mean_late_ms": sum(p.total_late_ms for p in pacing) / max(1, sum(p.frames for p in pacing)),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "records_pending": controller.writer.pending, "records_refused": controller.stats.records_refused,
     }), flush=True)
     await controller.stop(drain_s=10)
+    if cluster is not None:
+        cluster.destroy()
 
 
 # ---------------------------------------------------------------- the simulator side (parent)
 
 
-async def run(calls: int, seconds: float) -> dict:
+async def run(calls: int, seconds: float, slow_db: bool = False) -> dict:
     from controller.simulator.caller import CallerScript, Say, Wait, WaitFor
     from controller.simulator.fake_freeswitch import FakeFreeSwitch
 
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        sys.executable, __file__, "--serve", *(["--slow-db"] if slow_db else []),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     port = json.loads(await child.stdout.readline())["port"]
     with tempfile.TemporaryDirectory() as tmp:
         sim = FakeFreeSwitch(password="bench-only", tmp_dir=Path(tmp))
@@ -145,12 +188,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--baseline", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--slow-db", action="store_true", help="compare no record traffic with a slow PostgreSQL")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.seconds))
+        asyncio.run(serve(args.seconds, args.slow_db))
         return
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.slow_db:
+        compare_slow_db(args.calls, args.seconds)
+        return
     base = asyncio.run(run(args.baseline, args.seconds))
     full = asyncio.run(run(args.calls, args.seconds))
     report("baseline", base)
@@ -158,6 +205,19 @@ def main() -> None:
     print(f"ratio load/baseline: CPU per call-second x{full['cpu_ms_per_call_s'] / base['cpu_ms_per_call_s']:.2f}, "
           f"inbound p99 x{full['inbound_p99_ms'] / max(base['inbound_p99_ms'], 1e-6):.2f}")
     print("targets: 200 calls on one core (<= 5 CPU-ms per call-second), inbound p99 < 5 ms, no late frame")
+
+
+def compare_slow_db(calls: int, seconds: float) -> None:
+    quiet = asyncio.run(run(calls, seconds))
+    slow = asyncio.run(run(calls, seconds, slow_db=True))
+    report("no record traffic", quiet)
+    report("slow PostgreSQL (+250 ms per insert), a turn per call every 0.5 s", slow)
+    print(f"  records still pending at the end {slow['records_pending']} (journalled), refused "
+          f"{slow['records_refused']}")
+    gap = slow["inbound_p99_ms"] - quiet["inbound_p99_ms"]
+    print(f"inbound p99: {quiet['inbound_p99_ms']:.3f} ms without, {slow['inbound_p99_ms']:.3f} ms with the slow "
+          f"database: {gap:+.3f} ms (x{slow['inbound_p99_ms'] / max(quiet['inbound_p99_ms'], 1e-6):.2f}); "
+          f"target within 1 ms: {'ok' if gap <= 1.0 else 'MISSED'}")
 
 
 if __name__ == "__main__":
