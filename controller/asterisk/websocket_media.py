@@ -38,8 +38,9 @@ XOFF_FRAMES = 900
 XON_FRAMES = 800
 """...and MEDIA_XON on the first tick it is back below this many."""
 PTIME_MS = 20
-"""Asterisk's ptime for every format voxgate frames; optimal_frame_size = AudioFormat.frame_bytes(ptime)."""
+"""The ptime (default_ms) Asterisk uses for every format voxgate frames."""
 DEFAULT_MAX_LEAD_MS = 1000
+DEFAULT_REFILL_MS = 200
 DIRECTIONS = ("both", "in", "out")
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
@@ -80,6 +81,8 @@ AUDIO_FORMATS: dict[str, AudioFormat] = {f.name: f for f in (
     AudioFormat("slin48", 48000, 2, 0), AudioFormat("slin96", 96000, 2, 0), AudioFormat("slin192", 192000, 2, 0),
     AudioFormat("ulaw", 8000, 1, 0xFF), AudioFormat("alaw", 8000, 1, 0xD5),
 )}
+OPTIMAL_FRAME_BYTES: dict[str, int] = {name: f.frame_bytes(PTIME_MS) for name, f in AUDIO_FORMATS.items()}
+"""The optimal_frame_size MEDIA_START announces per format: one ptime of samples (slin16 640)."""
 
 
 # ---------------------------------------------------------------- Asterisk -> app events
@@ -613,8 +616,10 @@ class MediaSession:
     it bounds the queue instead: audio is released only while Asterisk's estimated queue is
     under max_lead_ms and no MEDIA_XOFF is in force, which keeps barge-in losses and the
     heard-position estimate small and stays far from the 1000-frame limit past which Asterisk
-    drops whole messages without telling. Marks travel in order with the audio and record the
-    stream position before them, so MEDIA_MARK_PROCESSED says exactly what the caller heard.
+    drops whole messages without telling. Once full, the queue is topped up only after refill_ms
+    of it has played, so a steady stream costs one wakeup and one message per refill_ms rather
+    than per frame. Marks travel in order with the audio and record the stream position before
+    them, so MEDIA_MARK_PROCESSED says exactly what the caller heard.
 
     Use: send_audio()/mark()/flush()/send_command()...; then send every messages_to_send(now)
     item (str as TEXT, bytes as BINARY); call it again at next_send_time(now) and after each
@@ -623,7 +628,7 @@ class MediaSession:
     """
 
     def __init__(self, start: MediaStart, *, passthrough: bool = False,
-                 max_lead_ms: int = DEFAULT_MAX_LEAD_MS) -> None:
+                 max_lead_ms: int = DEFAULT_MAX_LEAD_MS, refill_ms: int = DEFAULT_REFILL_MS) -> None:
         if not start.ptime <= max_lead_ms < XOFF_FRAMES * start.ptime:
             raise WebSocketMediaError(f"max_lead_ms must be from one ptime ({start.ptime}) to below "
                                       f"the XOFF level ({XOFF_FRAMES * start.ptime})")
@@ -637,6 +642,7 @@ class MediaSession:
         self.heard_ms = 0
         """Position confirmed by the last MEDIA_MARK_PROCESSED."""
         self._lead_frames = max_lead_ms // start.ptime
+        self._refill_frames = max(1, min(refill_ms, max_lead_ms) // start.ptime)
         self._urgent: list[str] = []
         self._backlog: deque[bytearray | str] = deque()
         self._accepted = 0
@@ -735,8 +741,7 @@ class MediaSession:
         self._urgent.clear()
         if self.xoff:
             return out
-        queued_frames = math.ceil(self.queued_ms(now) / self.frame_ms - 1e-9)
-        allowed = self._lead_frames - queued_frames
+        allowed = self._allowed_frames(now)
         backlog = self._backlog
         while backlog:
             item = backlog[0]
@@ -758,12 +763,16 @@ class MediaSession:
 
     def next_send_time(self, now: float) -> float | None:
         """When messages_to_send has something again; None while only an event (XON, resume) can help."""
-        if self._urgent or (self._backlog and isinstance(self._backlog[0], str) and not self.xoff):
+        if self._urgent:
             return now
-        if not self._backlog or self.xoff or self.paused:
+        if not self._backlog or self.xoff:
             return None
-        room_at = self.queued_ms(now) - (self._lead_frames - 1) * self.frame_ms
-        return now + max(0.0, room_at) / 1000.0
+        if isinstance(self._backlog[0], str) or self._allowed_frames(now):
+            return now
+        if self.paused:
+            return None
+        low_water_ms = (self._lead_frames - self._refill_frames) * self.frame_ms
+        return now + (self.queued_ms(now) - low_water_ms) / 1000.0
 
     def receive_text(self, text: str, now: float) -> Event:
         """Parse an event and apply it: XOFF/XON gate the audio; a processed mark fixes the position."""
@@ -785,6 +794,13 @@ class MediaSession:
     def receive_binary(self, data: bytes) -> bytes | None:
         """Caller audio from Asterisk, or None when the frame was unusable (see framer.dropped)."""
         return self.framer.check_inbound(data)
+
+    def _allowed_frames(self, now: float) -> int:
+        """Frames that may go now: none until the queue is down to lead - refill, then up to lead."""
+        queued_frames = math.ceil(self.queued_ms(now) / self.frame_ms - 1e-9)
+        if queued_frames > self._lead_frames - self._refill_frames:
+            return 0
+        return self._lead_frames - queued_frames
 
     def _add_frames(self, frames: bytes) -> None:
         if not frames:

@@ -52,7 +52,6 @@ def flow_timeline() -> list[dict]:
     return data()["caller_timing"]["wswire_flow"]["timeline"]
 
 
-def externalmedia_texts() -> list[tuple[float, str, str]]:
-    """(t_ms, 'rx'|'tx', text) of the ARI externalMedia websocket (Asterisk as the server)."""
-    return [(m["t_ms"], m["dir"], m["text"]) for m in data()["externalmedia_websocket"]["messages"]
-            if m["kind"] == "text"]
+def externalmedia_log() -> list[dict]:
+    """The ARI externalMedia websocket (Asterisk as the server): texts both ways, the app's BINARY sends."""
+    return data()["externalmedia_websocket"]["messages"]
