@@ -138,7 +138,7 @@ async def serve(seconds: float, slow_db: bool) -> None:
 
 
 async def run(calls: int, seconds: float, slow_db: bool = False) -> dict:
-    from controller.simulator.caller import CallerScript, Say, Wait, WaitFor
+    from controller.simulator.caller import CallerScript, Say, WaitFor
     from controller.simulator.fake_freeswitch import FakeFreeSwitch
 
     child = await asyncio.create_subprocess_exec(
