@@ -12,17 +12,19 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from controller import prompts, tokens
+from controller.adapter import AdapterCall
+from controller.asterisk.pbx import AsteriskPbx
 from controller.agent.conversation import Engines
 from controller.agent.factory import build_engines, warm_up
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.audiofork.server import AudioForkServer, fork_url
+from controller.call import CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, DtmfSent, Transferred
 from controller.collector import ScheduledCollector
-from controller.call import CallEvent, CallGone, CommandFailed, Dtmf, DtmfSent, Transferred
 from controller.config import Settings
 from controller.esl import protocol as esl
 from controller.esl.client import CALL_EVENTS, EslError, EslLink, InboundClient, OutboundServer
@@ -30,9 +32,7 @@ from controller.esl.hub import GeventHub
 from controller.esl.protocol import EslEvent, EslFrame
 from controller.flows import FlowRegistry
 from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
-from controller.records.cdr import (
-    CallRecord, EventRecord, TransferRecord, TurnRecord, call_record_from_hangup, tool_call_records,
-)
+from controller.records.cdr import EventRecord, TransferRecord, TurnRecord, tool_call_records
 from controller.records.dtmf_log import DtmfLog
 from controller.records.recording import Recorder, RecordingStore, parse_keys
 from controller.records.redact import Redactor, compile_patterns
@@ -87,7 +87,7 @@ class Controller:
             if settings.recording_keys else None
         self.collector = ScheduledCollector()
         self.hub = GeventHub()
-        self.calls: dict[str, FreeSwitchCall] = {}
+        self.calls: dict[str, AdapterCall] = {}
         self.stats = CallStats()
         self._secret = settings.token_secret.reveal() if settings.token_secret else ""
         self._tasks: set[asyncio.Task] = set()
@@ -96,6 +96,9 @@ class Controller:
         self.ws = AudioForkServer(self._secret, self._media_port, max_message=settings.max_ws_message)
         self.outbound = OutboundServer(self.hub, settings.bind_host, settings.esl_outbound_port, self._on_outbound)
         self.inbound: InboundClient | None = None
+        self.asterisk: AsteriskPbx | None = None
+        if settings.asterisk:
+            self.asterisk = AsteriskPbx(self, settings, settings.asterisk_cdr_zone)
 
     async def start(self) -> None:
         if self.settings.preload_engines:
@@ -110,6 +113,8 @@ class Controller:
                                          events=CALL_EVENTS, on_event=self._on_inbound_event,
                                          on_connected=self._resync)
             await self.inbound.start()
+        if self.asterisk is not None:
+            await self.asterisk.start()
         # A full collection walks every object and stalls all calls at once (~100 ms at scale):
         # move what exists after start-up out of the collector's way, and collect on the loop's schedule.
         gc.collect()
@@ -131,6 +136,8 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.inbound is not None:
             await self.inbound.stop()
+        if self.asterisk is not None:
+            await self.asterisk.stop()
         await self.outbound.stop()
         await self.ws.stop()
         await self.writer.close()
@@ -147,7 +154,8 @@ class Controller:
 
     def _media_port(self, call_uuid: str) -> ForkMediaPort | None:
         call = self.calls.get(call_uuid)
-        return call.media if call is not None and not call.ended.is_set() else None
+        live = isinstance(call, FreeSwitchCall) and not call.ended.is_set()
+        return call.media if live else None
 
     # ------------------------------------------------------------ taking calls
 
@@ -164,7 +172,7 @@ class Controller:
         except EslError as exc:
             log.error("call %s: could not set up the outbound socket: %s", call.info.uuid, exc)
             call.connection_lost(str(exc))
-        self._spawn(self._run_call(call, link))
+        self.spawn(self.run_call(call))
 
     def _on_notice(self, call: FreeSwitchCall, frame: EslFrame) -> None:
         if frame.content_type == "voxgate/connection-lost":
@@ -179,25 +187,31 @@ class Controller:
             mix=self.settings.audio_fork_mix, rate=self.settings.audio_fork_rate,
             streaming=self.settings.audio_fork_mode == "streaming", stream_rate=self.settings.audio_fork_rate)
         media = ForkMediaPort(info.uuid, spec, lambda command: call.link_api(command))
-        call = FreeSwitchCall(info, link, media, outbound=outbound, on_event=self._audit)
+        call = FreeSwitchCall(info, link, media, outbound=outbound,
+                              on_event=lambda e: self.audit(e.unique_id, e.kind, audit_payload(e)))
+        self.adopt(call)
+        return call
+
+    def adopt(self, call: AdapterCall) -> None:
+        """A new call from any PBX adapter: wire its records, recording and agent engines."""
+        info = call.info
         call.agent_engines = self.engines
         call.on_turn = self._on_turn
         books = self._books[info.uuid] = _CallBooks(
-            DtmfLog("freeswitch", info.uuid, self._submit_record, mask=self.redactor is not None))
-        call.on_call_event = lambda event: self._on_call_event(books, info.uuid, event)
+            DtmfLog(info.pbx, info.uuid, self._submit_record, mask=self.redactor is not None))
+        call.on_call_event = lambda event: self._on_call_event(books, info, event)
         if _wants_recording(self.settings.record_calls, info.variables):
             if self.recordings is None:
                 log.warning("call %s: voxgate_record asks for a recording, but no recording_keys are configured "
                             "(recordings are never stored unencrypted): not recording", info.uuid)
             else:
-                media.tap = books.recorder = self.recordings.start(
-                    "freeswitch", info.uuid, media.sample_rate, info.started_at or datetime.now(UTC))
+                call.media.tap = books.recorder = self.recordings.start(
+                    info.pbx, info.uuid, call.media.sample_rate, info.started_at or datetime.now(UTC))
         self.calls[info.uuid] = call
         self._seq[info.uuid] = 0
         self.stats.started += 1
-        return call
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -206,12 +220,12 @@ class Controller:
 
     def _on_inbound_event(self, event: EslEvent) -> None:
         call = self.calls.get(event.unique_id)
-        if call is not None:
+        if isinstance(call, FreeSwitchCall):
             call.handle_event(event)
-        elif event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None:
+        elif call is None and event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None:
             assert self.inbound is not None and self.inbound.link is not None
             call = self._new_call(event.headers, self.inbound.link, outbound=False)
-            self._spawn(self._run_call(call, None))
+            self.spawn(self.run_call(call))
 
     async def _resync(self) -> None:
         """After a reconnect: keep calls still up, end the ones that vanished meanwhile."""
@@ -226,7 +240,7 @@ class Controller:
         alive = {row.get("uuid") for row in rows}
         for call_uuid in known:
             call = self.calls.get(call_uuid)
-            if call is None or call.outbound:
+            if not isinstance(call, FreeSwitchCall) or call.outbound:
                 continue
             if call_uuid not in alive:
                 call.connection_lost("channel gone after ESL reconnect")
@@ -237,7 +251,8 @@ class Controller:
 
     # ------------------------------------------------------------ one call
 
-    async def _run_call(self, call: FreeSwitchCall, link: EslLink | None) -> None:
+    async def run_call(self, call: AdapterCall) -> None:
+        """Run the call's flow to its end, then store what it left; for calls of every PBX."""
         outcome, error = "completed", None
         try:
             outcome, error = await self._run_flow(call)
@@ -246,22 +261,17 @@ class Controller:
                 outcome = "transferred"  # the channel goes on in the dialplan; voxgate lets go of it
             else:
                 await self._finish(call)
-            self._record(call, outcome, error)
+            self._submit(lambda: self.writer.submit_call(call.call_record(outcome, error)))
             await self._close_books(call.info.uuid)
-            if link is not None and not link.closed.is_set():
-                try:
-                    await link.command(esl.encode_command("exit"), timeout=2)
-                except EslError:
-                    pass
-                await link.close()
+            await call.release()
             if self.calls.get(call.info.uuid) is call:
                 self.calls.pop(call.info.uuid)
                 self._seq.pop(call.info.uuid, None)
             self.stats.finished += 1
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
 
-    async def _finish(self, call: FreeSwitchCall) -> None:
-        """Hang up what the flow left up, then wait for FreeSWITCH's CDR event."""
+    async def _finish(self, call: AdapterCall) -> None:
+        """Hang up what the flow left up, then wait for the PBX's CDR."""
         if not call.ended.is_set():
             try:
                 await call.hangup()
@@ -270,9 +280,9 @@ class Controller:
         try:
             await asyncio.wait_for(call.completed.wait(), HANGUP_COMPLETE_WAIT_S)
         except asyncio.TimeoutError:
-            log.warning("call %s: no CHANNEL_HANGUP_COMPLETE within %.0f s", call.info.uuid, HANGUP_COMPLETE_WAIT_S)
+            log.warning("call %s: no %s within %.0f s", call.info.uuid, call.CDR_SOURCE, HANGUP_COMPLETE_WAIT_S)
 
-    async def _run_flow(self, call: FreeSwitchCall) -> tuple[str, str | None]:
+    async def _run_flow(self, call: AdapterCall) -> tuple[str, str | None]:
         flow = self.flows.get(call.info.flow)
         if flow is None:
             log.error("call %s: unknown flow %r", call.info.uuid, call.info.flow)
@@ -288,7 +298,7 @@ class Controller:
             await self._apologise(call)
             return "error", f"{type(exc).__name__}: {exc}"
 
-    async def _apologise(self, call: FreeSwitchCall) -> None:
+    async def _apologise(self, call: AdapterCall) -> None:
         try:
             if call.media.connected:
                 await asyncio.wait_for(call.play_audio(*prompts.load("sorry")), 10)
@@ -298,17 +308,17 @@ class Controller:
 
     # ------------------------------------------------------------ records
 
-    def _audit(self, event: EslEvent) -> None:
-        call_uuid = event.unique_id
-        seq = self._seq.get(call_uuid)
-        if seq is None:
+    def audit(self, call_uuid: str, kind: str, payload: dict) -> None:
+        """Keep one PBX event of a call in call_events, in the order the call saw it."""
+        seq, call = self._seq.get(call_uuid), self.calls.get(call_uuid)
+        if seq is None or call is None:
             return
         self._seq[call_uuid] = seq + 1
-        payload = audit_payload(event)
         if self.redactor is not None:  # digits live in the dtmf table, where long runs are masked
             payload.pop("DTMF-Digit", None)
+            payload.pop("Digit", None)
         self._submit(lambda: self.writer.submit_event(EventRecord(
-            "freeswitch", call_uuid, seq, datetime.now(UTC), event.kind, payload)))
+            call.info.pbx, call_uuid, seq, datetime.now(UTC), kind, payload)))
 
     def _on_turn(self, turn: TurnRecord) -> None:
         if self.redactor is not None:  # the agent keeps the words it needs; storage does not
@@ -319,7 +329,7 @@ class Controller:
         if self.on_turn is not None:
             self.on_turn(turn)
 
-    def _on_call_event(self, books: _CallBooks, call_uuid: str, event: CallEvent) -> None:
+    def _on_call_event(self, books: _CallBooks, info: CallInfo, event: CallEvent) -> None:
         if isinstance(event, Dtmf):
             books.dtmf.pressed(event.at, event.digit, event.duration_ms)
         elif isinstance(event, DtmfSent):
@@ -327,7 +337,7 @@ class Controller:
         elif isinstance(event, Transferred):
             books.transfers += 1
             self._submit_record(TransferRecord(
-                "freeswitch", call_uuid, books.transfers, event.at, event.destination, event.kind, event.reason,
+                info.pbx, info.uuid, books.transfers, event.at, event.destination, event.kind, event.reason,
                 "failed" if event.error else "accepted", event.error))
 
     async def _close_books(self, call_uuid: str) -> None:
@@ -342,34 +352,6 @@ class Controller:
 
     def _submit_record(self, record) -> None:
         self._submit(lambda: self.writer.submit(record))
-
-    def _record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> None:
-        info = call.info
-        if call.hangup_headers is not None:
-            try:
-                record = call_record_from_hangup(call.hangup_headers, flow=info.flow, outcome=outcome, error=error)
-                record = replace(record, variables={**info.variables, **record.variables})
-            except ValueError as exc:
-                log.error("call %s: unusable CHANNEL_HANGUP_COMPLETE (%s); recording what is known",
-                          info.uuid, exc)
-                record = self._fallback_record(call, outcome, error)
-        else:
-            record = self._fallback_record(call, outcome, error)
-        self._submit(lambda: self.writer.submit_call(record))
-
-    def _fallback_record(self, call: FreeSwitchCall, outcome: str, error: str | None) -> CallRecord:
-        """A CDR from voxgate's own view when FreeSWITCH's never arrived (ESL lost mid-call)."""
-        info, now = call.info, datetime.now(UTC)
-        started = info.started_at or now
-        answered = info.answered_at
-        return CallRecord(
-            pbx="freeswitch", call_uuid=info.uuid, direction=info.direction, caller_id_name=info.caller_id_name,
-            caller_id_number=info.caller_id_number, destination=info.destination, started_at=started,
-            answered_at=answered, ended_at=now, duration_s=int((now - started).total_seconds()),
-            billsec=int((now - answered).total_seconds()) if answered else 0,
-            hangup_cause=call.hangup_cause or ("TRANSFERRED" if call.transferred_to else "UNKNOWN"),
-            flow=info.flow, outcome=outcome, variables=dict(info.variables),
-            error=error or (None if call.transferred_to else "CHANNEL_HANGUP_COMPLETE not received"))
 
     def _submit(self, submit) -> None:
         try:

@@ -18,9 +18,11 @@ import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_PREFIX = "VOXGATE_"
 CONFIG_ENV = "VOXGATE_CONFIG"
@@ -75,6 +77,17 @@ class Settings:
     esl_port: int = 8021
     esl_password: Secret | None = None
     allow_default_esl_password: bool = False
+    asterisk: bool = False  # take calls from Asterisk: AMI control, AudioSocket and chan_websocket media
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_username: str = "voxgate"
+    ami_secret: Secret | None = None
+    audiosocket_port: int = 9092  # AudioSocket(${VOXGATE_ID},host:9092) connects here
+    media_ws_port: int = 9093  # chan_websocket (websocket_client.conf uri) connects here
+    media_ws_username: str = "asterisk"
+    media_ws_password: Secret | None = None  # HTTP Basic password in websocket_client.conf
+    asterisk_transfer_context: str = "voxgate-transfer"  # transfer(destination) = Redirect to destination@this
+    asterisk_timezone: str = ""  # the Asterisk host's zone (Cdr times carry none); "" = this host's
     ws_port: int = 8090  # mod_audio_fork WebSocket server
     ws_public_url: str = ""  # how FreeSWITCH reaches the WebSocket server; "" = derived
     audio_fork_mode: str = "streaming"  # streaming: jambonz bidirectional; classic: drachtio playAudio
@@ -114,6 +127,13 @@ class Settings:
             return self.ws_public_url.rstrip("/")
         host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
         return f"ws://{host}:{self.ws_port}"
+
+    @property
+    def asterisk_cdr_zone(self) -> tzinfo:
+        """Where Asterisk's Cdr times are local: the configured zone, else this host's."""
+        if self.asterisk_timezone:
+            return ZoneInfo(self.asterisk_timezone)
+        return datetime.now().astimezone().tzinfo or UTC
 
     @property
     def database_url_redacted(self) -> str:
@@ -330,6 +350,15 @@ def _redact_patterns(value: str) -> str:
     return value
 
 
+def _timezone(value: str) -> str:
+    if value:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _Invalid(f"not a time zone name (like Europe/Paris or UTC): {value!r}") from None
+    return value
+
+
 def _recording_keys(value: Secret) -> Secret:
     from controller.records.recording import parse_keys
 
@@ -363,6 +392,16 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "journal_dir": _not_blank,
     "redact_patterns": _redact_patterns,
     "recordings_dir": _not_blank,
+    "ami_host": _host,
+    "ami_port": _in_range(1, 65535),
+    "ami_username": _not_blank,
+    "ami_secret": _nonempty_secret,
+    "audiosocket_port": _PORT,
+    "media_ws_port": _PORT,
+    "media_ws_username": _not_blank,
+    "media_ws_password": _nonempty_secret,
+    "asterisk_transfer_context": _not_blank,
+    "asterisk_timezone": _timezone,
     "recording_keys": _recording_keys,
     "stt": _one_of("whisper", "deepgram"),
     "llm": _one_of("grounded", "llama", "openai"),
@@ -441,6 +480,13 @@ def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
     ws_port, esl_port = values.get("ws_port"), values.get("esl_outbound_port")
     if ws_port and ws_port == esl_port:
         found.append(("ws_port", f"is the same as esl_outbound_port ({esl_port}); both listen on bind_host"))
+    if values.get("asterisk"):
+        for name, where in (("ami_secret", "manager.conf secret"), ("media_ws_password", "websocket_client.conf")):
+            if name in values and values[name] is None:
+                found.append((name, f"required when asterisk is true (the {where})"))
+    ports = [values.get(n) for n in ("esl_outbound_port", "ws_port", "audiosocket_port", "media_ws_port")]
+    if values.get("asterisk") and len({p for p in ports if p}) < len([p for p in ports if p]):
+        found.append(("audiosocket_port", f"the listening ports must differ: {ports}"))
     if values.get("record_calls") and "recording_keys" in values and values["recording_keys"] is None:
         found.append(("recording_keys", "required when record_calls is true (recordings are never stored "
                       "unencrypted); make one with `voxgate recording new-key`"))

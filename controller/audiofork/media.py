@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -20,6 +19,7 @@ from controller.audio import FRAME_MS, Resampler, frame_bytes, to_mono
 from controller.audiofork import protocol as fork
 from controller.call import AudioFrame, MediaTap, PlayResult
 from controller.esl.protocol import EslFrame
+from controller.media import InboundFrames, PacingStats, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +29,6 @@ MARK_GRACE_S = 1.0
 # The module releases streamed audio from its prebuffer in 80 ms steps; a shorter tail waits for
 # more audio that never comes, so every utterance ends with silence that pushes it out.
 TAIL_PAD_FRAMES = 5
-
-
-@dataclass
-class PacingStats:
-    """Outbound pacing: how late frames left versus their schedule."""
-
-    frames: int = 0
-    late_frames: int = 0  # left more than one frame period after their due time
-    max_late_ms: float = 0.0
-    total_late_ms: float = 0.0
-
-    def record(self, late_s: float) -> None:
-        self.frames += 1
-        late_ms = max(0.0, late_s * 1000)
-        self.total_late_ms += late_ms
-        self.max_late_ms = max(self.max_late_ms, late_ms)
-        if late_ms > FRAME_MS:
-            self.late_frames += 1
 
 
 EslApi = Callable[[str], Awaitable[EslFrame]]
@@ -60,7 +42,7 @@ class ForkMediaPort:
         self.spec = spec
         self.sample_rate = spec.rate
         self._esl_api = esl_api
-        self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(queue_frames)
+        self._inbound = InboundFrames(queue_frames)
         self._ws: ServerConnection | None = None
         self._attached = asyncio.Event()
         self._play_lock = asyncio.Lock()
@@ -73,8 +55,6 @@ class ForkMediaPort:
         self._closed = False
         self.metadata: str | None = None
         self.tap: MediaTap | None = None
-        self.frames_in = 0
-        self.frames_dropped = 0
         self.frames_rejected = 0
         self.pacing = PacingStats()
 
@@ -83,6 +63,14 @@ class ForkMediaPort:
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def frames_in(self) -> int:
+        return self._inbound.count
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._inbound.dropped
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -125,14 +113,9 @@ class ForkMediaPort:
     def _push(self, pcm: bytes) -> None:
         if self._closed:
             return
-        frame = AudioFrame(pcm, self.sample_rate, self.frames_in, time.monotonic())
-        self.frames_in += 1
         if self.tap is not None:
             self.tap.caller(pcm, self.sample_rate)
-        if self._inbound.full():
-            self._inbound.get_nowait()  # a stalled consumer loses the oldest audio, never the newest
-            self.frames_dropped += 1
-        self._inbound.put_nowait(frame)
+        self._inbound.push(pcm, self.sample_rate)
 
     def _on_text(self, text: str) -> None:
         report = fork.parse_client_text(text)
@@ -141,12 +124,8 @@ class ForkMediaPort:
             if waiter is not None and not waiter.done():
                 waiter.set_result(report.event)
 
-    async def frames(self) -> AsyncIterator[AudioFrame]:
-        while True:
-            frame = await self._inbound.get()
-            if frame is None:
-                return
-            yield frame
+    def frames(self) -> AsyncIterator[AudioFrame]:
+        return self._inbound.frames()
 
     def close(self) -> None:
         """The call is over: end the frame stream, playback waiters and the WebSocket."""
@@ -154,9 +133,7 @@ class ForkMediaPort:
             return
         self._closed = True
         self._end_playout()
-        if self._inbound.full():
-            self._inbound.get_nowait()
-        self._inbound.put_nowait(None)
+        self._inbound.end()
         if self._ws is not None:  # after graceful-shutdown FreeSWITCH never closes it itself
             asyncio.ensure_future(self._ws.close(1000, "call ended"))
 
@@ -172,7 +149,7 @@ class ForkMediaPort:
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Play to the caller; returns when played out or flushed, with what was heard."""
-        return await self.play_stream(_once(pcm), sample_rate)
+        return await self.play_stream(one_chunk(pcm), sample_rate)
 
     async def play_stream(self, chunks: AsyncIterator[bytes], sample_rate: int,
                           on_first_frame: Callable[[float], None] | None = None) -> PlayResult:
@@ -321,10 +298,6 @@ class ForkMediaPort:
         waiter = self._files.get(path)
         if waiter is not None and not waiter.done():
             waiter.set_result(f"{status}:{played_ms}")
-
-
-async def _once(pcm: bytes) -> AsyncIterator[bytes]:
-    yield pcm
 
 
 class _StreamPlay:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from controller.agent.conversation import AgentConfig, AgentResult, Conversation, Engines
+from controller.adapter import AdapterCall
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.call import (
-    Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, DtmfSent, HungUp, MediaConnected, MediaLost,
-    PlaybackFinished, PlaybackStarted, PlayResult, Transferred,
+    Answered, CallGone, CallInfo, CommandFailed, DtmfSent, MediaConnected, MediaLost, PlaybackFinished,
+    PlaybackStarted, PlayResult, Transferred,
 )
 from controller.esl import protocol as esl
 from controller.esl.client import EslError, EslLink
 from controller.esl.protocol import EslEvent
-from controller.records.cdr import TurnRecord
+from controller.records.cdr import CallRecord, call_record_from_hangup
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +57,21 @@ def audit_payload(event: EslEvent) -> dict:
     return payload
 
 
-class FreeSwitchCall:
+class FreeSwitchCall(AdapterCall):
     """One FreeSWITCH channel under voxgate's control (outbound socket or inbound ESL)."""
+
+    CDR_SOURCE = "CHANNEL_HANGUP_COMPLETE"
 
     def __init__(self, info: CallInfo, link: EslLink, media: ForkMediaPort, *, outbound: bool,
                  on_event: Callable[[EslEvent], None] | None = None) -> None:
-        self.info = info
+        super().__init__(info)
         self.media = media
         self._link = link
         self.outbound = outbound
         self._audit = on_event
-        self._ended = asyncio.Event()
-        self.completed = asyncio.Event()
         self.hangup_headers: dict[str, str] | None = None
-        self.hangup_cause = ""
         self._apps: dict[str, asyncio.Future[EslEvent]] = {}
-        self._digits: asyncio.Queue[str] = asyncio.Queue()
-        self._subscribers: list[asyncio.Queue[CallEvent]] = []
-        self._history: list[CallEvent] = []
         self._file_playing = 0
-        self.transferred_to: str | None = None
-        self.agent_engines: Engines | None = None  # set by the controller
-        self.on_turn: Callable[[TurnRecord], None] | None = None
-        self.on_call_event: Callable[[CallEvent], None] | None = None  # the controller's records
-
-    @property
-    def ended(self) -> asyncio.Event:
-        return self._ended
 
     # ------------------------------------------------------------ events from FreeSWITCH
 
@@ -94,9 +83,7 @@ class FreeSwitchCall:
         now = datetime.now(UTC)
         kind = event.kind
         if kind == "DTMF":
-            digit = event.headers.get("DTMF-Digit", "")
-            self._digits.put_nowait(digit)
-            self._emit(Dtmf(now, digit, int(event.headers.get("DTMF-Duration", "0") or 0)))
+            self._digit(event.headers.get("DTMF-Digit", ""), int(event.headers.get("DTMF-Duration", "0") or 0))
         elif kind == "CHANNEL_ANSWER":
             self.info.answered_at = now
             self._emit(Answered(now))
@@ -118,10 +105,10 @@ class FreeSwitchCall:
             log.warning("call %s: audio fork %s", self.info.uuid, reason)
             self._emit(MediaLost(now, reason))
         elif kind == "CHANNEL_HANGUP":
-            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"), now)
+            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"))
         elif kind == "CHANNEL_HANGUP_COMPLETE":
             self.hangup_headers = dict(event.headers)
-            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"), now)
+            self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"))
             self.completed.set()
 
     def _on_playback_stop(self, event: EslEvent, now: datetime) -> None:
@@ -131,51 +118,24 @@ class FreeSwitchCall:
         self.media.on_playback_stop(path, status, played)
         self._emit(PlaybackFinished(now, path, status != "done", played))
 
-    def _on_hangup(self, cause: str, now: datetime) -> None:
-        if self._ended.is_set():
+    def _on_hangup(self, cause: str) -> None:
+        if not self._mark_ended(cause):
             return
-        self.hangup_cause = cause
-        self._ended.set()
         for waiter in self._apps.values():
             if not waiter.done():
                 waiter.set_exception(CallGone(cause))
         self._apps.clear()
         self.media.close()
-        self._emit(HungUp(now, cause))
+        self._hung_up(cause)
 
     def connection_lost(self, reason: str) -> None:
         """The ESL socket controlling this call is gone: nothing more can be done with it."""
         if not self._ended.is_set():
             log.error("call %s: ESL control lost mid-call (%s)", self.info.uuid, reason)
-            self._on_hangup("ESL_CONNECTION_LOST", datetime.now(UTC))
+            self._on_hangup("ESL_CONNECTION_LOST")
         self.completed.set()
 
-    def _emit(self, event: CallEvent) -> None:
-        if self.on_call_event is not None:
-            self.on_call_event(event)
-        self._history.append(event)
-        for queue in self._subscribers:
-            queue.put_nowait(event)
-
-    async def events(self) -> AsyncIterator[CallEvent]:
-        queue: asyncio.Queue[CallEvent] = asyncio.Queue()
-        for past in self._history:
-            queue.put_nowait(past)
-        self._subscribers.append(queue)
-        try:
-            while True:
-                event = await queue.get()
-                yield event
-                if isinstance(event, HungUp):
-                    return
-        finally:
-            self._subscribers.remove(queue)
-
     # ------------------------------------------------------------ verbs
-
-    def _check_alive(self) -> None:
-        if self._ended.is_set():
-            raise CallGone(self.hangup_cause or "call ended")
 
     def rebind(self, link: EslLink) -> None:
         """Use another ESL connection for this call (the inbound socket was re-established)."""
@@ -238,61 +198,11 @@ class FreeSwitchCall:
         finished = done.headers.get("Application-Response", "") == "FILE PLAYED"
         return PlayResult(played, played, not finished)
 
-    async def play_audio(self, pcm: bytes, sample_rate: int) -> PlayResult:
-        self._check_alive()
-        if not self.media.connected and not await self.media.wait_connected(3.0):
-            raise CommandFailed("the call's audio fork is not connected")
-        return await self.media.play(pcm, sample_rate)
-
-    async def agent(self, config: AgentConfig) -> AgentResult:
-        """An AI conversation on this call until it ends, transfers or the caller hangs up."""
-        self._check_alive()
-        if self.agent_engines is None:
-            raise CommandFailed("no agent engines are configured")
-        if not self.media.connected and not await self.media.wait_connected(3.0):
-            raise CommandFailed("the call's audio fork is not connected")
-        return await Conversation(self, config, self.agent_engines, self.on_turn).run()
-
     async def stop_playback(self) -> None:
         self._check_alive()
         await self.media.flush()
         if self._file_playing:
             await self._api(f"uuid_break {self.info.uuid} all")
-
-    def clear_dtmf(self) -> None:
-        """Forget digits typed ahead so far."""
-        while not self._digits.empty():
-            self._digits.get_nowait()
-
-    async def collect_dtmf(self, max_digits: int, timeout: float, inter_digit_timeout: float = 3.0,
-                           terminators: str = "#") -> str:
-        digits = ""
-        wait = timeout
-        while len(digits) < max_digits:
-            self._check_alive()
-            digit = await self._next_digit(wait)
-            if digit is None:
-                break
-            if digit in terminators:
-                break
-            digits += digit
-            wait = inter_digit_timeout
-        return digits
-
-    async def _next_digit(self, timeout: float) -> str | None:
-        getter = asyncio.ensure_future(self._digits.get())
-        ended = asyncio.ensure_future(self._ended.wait())
-        try:
-            done, _ = await asyncio.wait({getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            return getter.result()
-        if ended in done:
-            raise CallGone(self.hangup_cause)
-        return None
 
     async def send_dtmf(self, digits: str) -> None:
         if not digits or any(d not in "0123456789*#ABCDabcdw" for d in digits):
@@ -325,3 +235,26 @@ class FreeSwitchCall:
         except CallGone:
             pass
 
+
+    # ------------------------------------------------------------ the controller's side
+
+    async def release(self) -> None:
+        """An outbound socket is this call's own: say goodbye to it."""
+        if self.outbound and not self._link.closed.is_set():
+            try:
+                await self._link.command(esl.encode_command("exit"), timeout=2)
+            except EslError:
+                pass
+            await self._link.close()
+
+    def call_record(self, outcome: str, error: str | None) -> CallRecord:
+        """From CHANNEL_HANGUP_COMPLETE, with the flow's variables; voxgate's own view when it never came."""
+        if self.hangup_headers is not None:
+            try:
+                record = call_record_from_hangup(self.hangup_headers, flow=self.info.flow, outcome=outcome,
+                                                 error=error)
+                return replace(record, variables={**self.info.variables, **record.variables})
+            except ValueError as exc:
+                log.error("call %s: unusable CHANNEL_HANGUP_COMPLETE (%s); recording what is known",
+                          self.info.uuid, exc)
+        return super().call_record(outcome, error)
