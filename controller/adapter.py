@@ -138,6 +138,9 @@ class AdapterCall:
 
     # ------------------------------------------------------------ the controller's side
 
+    async def start_media(self, metadata: dict) -> None:
+        """Ask the PBX to connect the call's audio, where voxgate must ask (the dialplan may have done it)."""
+
     async def release(self) -> None:
         """Let go of the PBX's control connection for this call, if it has one of its own."""
 

@@ -53,6 +53,9 @@ class _Playout:
         self.done.set()
 
 
+FIRST_AUDIO_WAIT_S = 0.2  # Asterisk sends a frame every 20 ms while the caller's line carries audio
+
+
 class AudioSocketMediaPort:
     """MediaPort for one call's AudioSocket connection.
 
@@ -71,6 +74,7 @@ class AudioSocketMediaPort:
         self.closed_reason: str | None = None
         self._inbound = InboundFrames(queue_frames)
         self._rate_known = False
+        self._first_audio = asyncio.Event()
         self._inbound_rejected = 0
         self._used = False
         self._closed = False
@@ -110,6 +114,7 @@ class AudioSocketMediaPort:
             return
         if not self._rate_known:
             self._rate_known = True
+            self._first_audio.set()
             self._adopt_rate(event.sample_rate)
         elif event.sample_rate != self.sample_rate:
             self._inbound_rejected += 1
@@ -149,10 +154,15 @@ class AudioSocketMediaPort:
         return self._writer is not None
 
     async def wait_connected(self, timeout: float) -> bool:
+        """Connected, and the first audio frame told the rate (c(slin16) is only known from it), if it comes soon."""
         try:
             await asyncio.wait_for(self._attached.wait(), timeout)
         except asyncio.TimeoutError:
             return False
+        try:
+            await asyncio.wait_for(self._first_audio.wait(), FIRST_AUDIO_WAIT_S)
+        except asyncio.TimeoutError:
+            pass  # a silent line: play at the default rate; Asterisk reads each frame's type byte
         return self.connected
 
     def frames(self) -> AsyncIterator[AudioFrame]:

@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.audio import Pcm, read_wav
-from controller.simulator.channel import CAUSES, DTMF_DIGITS, WaitForTimeout
+from controller.simulator.caller_leg import WaitForTimeout
+from controller.causes import CAUSES
+from controller.simulator.channel import DTMF_DIGITS
 
 if TYPE_CHECKING:
-    from controller.simulator.channel import SimChannel
+    from controller.simulator.caller_leg import CallerLeg
 
 
 class ScenarioError(ValueError):
@@ -44,7 +46,7 @@ class ScenarioError(ValueError):
 class Wait:
     seconds: float
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         await call.clock.sleep(self.seconds)
 
 
@@ -54,7 +56,7 @@ class Say:
 
     audio: str | Path | Pcm
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         await call.say(self.audio if isinstance(self.audio, Pcm) else read_wav(self.audio))
 
 
@@ -69,7 +71,7 @@ class Dtmf:
         if not self.digits or any(d not in DTMF_DIGITS for d in self.digits):
             raise ValueError(f"DTMF digits must be 0-9, *, #, A-D: {self.digits!r}")
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         for index, digit in enumerate(self.digits):
             if index:
                 await call.clock.sleep(self.gap_s)
@@ -86,7 +88,7 @@ class Hangup:
         if self.cause.upper() not in CAUSES:
             raise ValueError(f"unknown hangup cause {self.cause!r}")
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         call.hangup(self.cause)
 
 
@@ -98,7 +100,7 @@ class WaitFor:
     event: str
     timeout: float = 30.0
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         await call.wait_event(self.event, self.timeout)
 
 
@@ -110,7 +112,7 @@ class Listen:
     silence: float = 0.8
     timeout: float = 30.0
 
-    async def run(self, call: SimChannel) -> None:
+    async def run(self, call: CallerLeg) -> None:
         if not await call.listen(self.silence, self.timeout):
             raise WaitForTimeout(f"listen: the far end did not speak and pause within {self.timeout:g} s")
 
@@ -119,7 +121,7 @@ Step = Wait | Say | Dtmf | Hangup | WaitFor | Listen
 CallerScript = list[Step]  # CallerScript([WaitFor("answer"), Say("hi.wav"), Hangup()])
 
 
-async def run_script(call: SimChannel, script: Sequence[Step]) -> None:
+async def run_script(call: CallerLeg, script: Sequence[Step]) -> None:
     """Play the caller's part, step by step, until the script or the call ends."""
     for step in script:
         if call.hung_up:

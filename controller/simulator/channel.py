@@ -25,14 +25,14 @@ import logging
 import re
 import uuid as uuid_mod
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from controller.audio import (
-    Pcm, Resampler, frame_bytes, mix, read_wav, resample, rms, silence, to_mono, write_wav,
-)
+from controller.audio import Pcm, frame_bytes, mix, read_wav, resample, silence, to_mono
+from controller.causes import cause_name, q850
+from controller.simulator.caller_leg import CallerLeg
 from controller.simulator.events import EventSource, SimClock, SimEvent, local_stamp
 
 if TYPE_CHECKING:
@@ -40,53 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEARD_RATE = 8000
-VOICE_RMS = 150  # a heard frame louder than this is the agent talking (TTS, prompts)
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
-
-# switch_call_cause_t: the names FreeSWITCH accepts and reports, with their codes.
-CAUSES: dict[str, int] = {
-    "UNALLOCATED_NUMBER": 1, "NO_ROUTE_TRANSIT_NET": 2, "NO_ROUTE_DESTINATION": 3, "CHANNEL_UNACCEPTABLE": 6,
-    "CALL_AWARDED_DELIVERED": 7, "NORMAL_CLEARING": 16, "USER_BUSY": 17, "NO_USER_RESPONSE": 18,
-    "NO_ANSWER": 19, "SUBSCRIBER_ABSENT": 20, "CALL_REJECTED": 21, "NUMBER_CHANGED": 22,
-    "REDIRECTION_TO_NEW_DESTINATION": 23, "EXCHANGE_ROUTING_ERROR": 25, "DESTINATION_OUT_OF_ORDER": 27,
-    "INVALID_NUMBER_FORMAT": 28, "FACILITY_REJECTED": 29, "RESPONSE_TO_STATUS_ENQUIRY": 30,
-    "NORMAL_UNSPECIFIED": 31, "NORMAL_CIRCUIT_CONGESTION": 34, "NETWORK_OUT_OF_ORDER": 38,
-    "NORMAL_TEMPORARY_FAILURE": 41, "SWITCH_CONGESTION": 42, "ACCESS_INFO_DISCARDED": 43,
-    "REQUESTED_CHAN_UNAVAIL": 44, "PRE_EMPTED": 45, "FACILITY_NOT_SUBSCRIBED": 50,
-    "OUTGOING_CALL_BARRED": 52, "INCOMING_CALL_BARRED": 54, "BEARERCAPABILITY_NOTAUTH": 57,
-    "BEARERCAPABILITY_NOTAVAIL": 58, "SERVICE_UNAVAILABLE": 63, "BEARERCAPABILITY_NOTIMPL": 65,
-    "CHAN_NOT_IMPLEMENTED": 66, "FACILITY_NOT_IMPLEMENTED": 69, "SERVICE_NOT_IMPLEMENTED": 79,
-    "INVALID_CALL_REFERENCE": 81, "INCOMPATIBLE_DESTINATION": 88, "INVALID_MSG_UNSPECIFIED": 95,
-    "MANDATORY_IE_MISSING": 96, "MESSAGE_TYPE_NONEXIST": 97, "WRONG_MESSAGE": 98, "IE_NONEXIST": 99,
-    "INVALID_IE_CONTENTS": 100, "WRONG_CALL_STATE": 101, "RECOVERY_ON_TIMER_EXPIRE": 102,
-    "MANDATORY_IE_LENGTH_ERROR": 103, "PROTOCOL_ERROR": 111, "INTERWORKING": 127, "SUCCESS": 142,
-    "ORIGINATOR_CANCEL": 487, "CRASH": 700, "SYSTEM_SHUTDOWN": 701, "LOSE_RACE": 502,
-    "MANAGER_REQUEST": 503, "BLIND_TRANSFER": 600, "ATTENDED_TRANSFER": 601, "ALLOTTED_TIMEOUT": 602,
-    "USER_CHALLENGE": 603, "MEDIA_TIMEOUT": 604, "PICKED_OFF": 605, "USER_NOT_REGISTERED": 606,
-    "PROGRESS_TIMEOUT": 607, "GATEWAY_DOWN": 609,
-}
-_CAUSE_BY_CODE = {code: name for name, code in CAUSES.items()}
 
 # Call states (switch_channel_callstate_t) and their numbers.
 CALL_STATES = {"DOWN": 0, "DIALING": 1, "RINGING": 2, "EARLY": 3, "ACTIVE": 4, "HELD": 5,
                "RING_WAIT": 6, "HANGUP": 7, "UNHELD": 8}
-
-
-def cause_name(text: str | None) -> str:
-    """A hangup cause as FreeSWITCH names it: names are case-insensitive, numbers are Q.850 codes."""
-    if not text:
-        return "NORMAL_CLEARING"
-    if text.isdigit():
-        return _CAUSE_BY_CODE.get(int(text), "NORMAL_CLEARING")
-    name = text.upper()
-    return name if name in CAUSES else "NORMAL_CLEARING"
-
-
-def q850(cause: str) -> int:
-    """switch_channel_cause_q850(): causes above 127 are not Q.850 and report 16."""
-    code = CAUSES.get(cause, 16)
-    return code if code <= 127 else 16
 
 
 class SocketLink(Protocol):
@@ -109,10 +67,6 @@ class Switch(Protocol):
                                args: list[str]) -> SocketLink | None: ...
 
     def channel_destroyed(self, channel: SimChannel) -> None: ...
-
-
-class WaitForTimeout(TimeoutError):
-    """A caller script waited for an event that did not come."""
 
 
 @dataclass(slots=True)
@@ -169,14 +123,16 @@ async def _first(*waitables: Awaitable[object]) -> None:
             task.cancel()
 
 
-class SimChannel:
+class SimChannel(CallerLeg):
     """One call leg of the simulated switch; also the ForkHost media bugs attach to."""
+
+    EVENT_ALIASES = {"answer": "CHANNEL_ANSWER", "park": "CHANNEL_PARK", "hangup": "CHANNEL_HANGUP"}
 
     def __init__(self, switch: Switch, *, uuid: str, name: str, direction: str, destination: str,
                  caller_id_number: str, caller_id_name: str, session_id: int,
                  variables: dict[str, str], sample_rate: int = 8000) -> None:
+        super().__init__(switch.clock, sample_rate)
         self.switch = switch
-        self.clock = switch.clock
         self.uuid = uuid
         self.name = name
         self.direction = direction
@@ -184,7 +140,6 @@ class SimChannel:
         self.caller_id_number = caller_id_number
         self.caller_id_name = caller_id_name
         self.session_id = session_id
-        self.sample_rate = sample_rate
         self.tmp_dir = switch.tmp_dir
         self.variables: dict[str, str] = dict(variables)
 
@@ -199,34 +154,20 @@ class SimChannel:
         self.transfer_us = 0
         self.hangup_cause: str | None = None
         self.transferred_to: str | None = None
-        self.script_error: str | None = None
 
-        self.ended = asyncio.Event()
-        self.heard = bytearray()
         self.events: list[tuple[float, str]] = []
         self.dtmf_sent: list[str] = []  # what voxgate sent with uuid_send_dtmf
-        self.dtmf_received: list[str] = []  # what the scripted caller pressed
         self.bugs: dict[str, AudioForkBug] = {}
-        # (start, end) in loop time: when the caller spoke and when the caller heard the far end
-        self.caller_speech: list[tuple[float, float]] = []
-        self.agent_speech: list[list[float]] = []
 
         self._queue: deque[_App] = deque()
         self._wake = asyncio.Event()
-        self._hungup = asyncio.Event()
         self._break = asyncio.Event()
         self._parked = False
         self._playback: _Playback | None = None
         self._last_app: tuple[str, str | None] | None = None
         self._dtmf_out: deque[str] = deque()
         self._digits = ""  # every DTMF the channel saw, for digits_dialed
-        self._read = bytearray()
-        self._read_taken = 0
-        self._read_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._event_waiters: list[tuple[str, asyncio.Future[None]]] = []
-        self._heard_resampler = Resampler(sample_rate, HEARD_RATE)
         self._link: SocketLink | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._apps: dict[str, Callable[[str | None], Awaitable[None]]] = {
             "answer": self._app_answer, "pre_answer": self._app_pre_answer, "playback": self._app_playback,
             "park": self._app_park, "hangup": self._app_hangup, "sleep": self._app_sleep, "set": self._app_set,
@@ -247,17 +188,6 @@ class SimChannel:
     def answered_at(self) -> float | None:
         """Simulated epoch seconds of the answer, None while unanswered."""
         return self.answered_us / 1_000_000 if self.answered_us else None
-
-    @property
-    def hung_up(self) -> bool:
-        return self._hungup.is_set()
-
-    def heard_pcm(self) -> Pcm:
-        """Everything the caller heard, L16 mono 8 kHz."""
-        return Pcm(bytes(self.heard), HEARD_RATE)
-
-    def save_heard(self, path: str | Path) -> None:
-        write_wav(path, self.heard_pcm())
 
     def set_var(self, name: str, value: str | None) -> None:
         """Set (moving it last, as FreeSWITCH re-adds a header) or, with None, unset a variable."""
@@ -280,27 +210,6 @@ class SimChannel:
             self.answer()
         self._spawn(self._media_clock())
         self._spawn(self._run(dialplan))
-
-    def run_caller(self, script: Coroutine[Any, Any, None]) -> None:
-        """Run the caller's side of the call; it stops when the channel is destroyed."""
-        task = asyncio.ensure_future(script)
-        self._tasks.add(task)
-        task.add_done_callback(self._caller_done)
-
-    def _caller_done(self, task: asyncio.Task[None]) -> None:
-        """A script that fails (a WaitFor timing out, a WAV that cannot be read) hangs up its call."""
-        self._tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
-        self.script_error = str(exc) if isinstance(exc, WaitForTimeout) else f"{type(exc).__name__}: {exc}"
-        log.warning("caller script on %s: %s", self.uuid, self.script_error)
-        self.hangup("NORMAL_CLEARING")
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, dialplan: list[tuple[str, str | None]]) -> None:
         for name, arg in dialplan:
@@ -372,9 +281,7 @@ class SimChannel:
         self.fire("CHANNEL_HANGUP")
         if self._playback:
             self._playback.end("hangup")
-        for _, waiter in self._read_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._release_readers()
 
     def enqueue(self, app: str, arg: str | None, event_uuid: str | None = None, loops: int = 1) -> None:
         """sendmsg execute: queue the application ('break' acts at once)."""
@@ -415,51 +322,10 @@ class SimChannel:
 
     # ------------------------------------------------------------------ the caller's side
 
-    async def say(self, pcm: Pcm) -> None:
-        """Speak into the call (READ); returns once the media clock has taken all of it."""
-        mono = Pcm(to_mono(pcm.data, pcm.channels), pcm.sample_rate)
-        data = resample(mono, self.sample_rate).data if mono.sample_rate != self.sample_rate else mono.data
-        if self.hung_up or not data:
-            return
-        loop = asyncio.get_running_loop()
-        start = loop.time() + self.clock.real(len(self._read) / (2 * self.sample_rate))
-        self._read += data
-        waiter = loop.create_future()
-        self._read_waiters.append((self._read_taken + len(self._read), waiter))
-        await waiter
-        self.caller_speech.append((start, loop.time()))
-
-    async def listen(self, silence_s: float, timeout: float) -> bool:
-        """Wait until the far end has said something and then stayed quiet for `silence_s`
-        (simulated seconds); False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.clock.real(timeout)
-        since = loop.time()
-        quiet = self.clock.real(silence_s)
-        while not self.hung_up and loop.time() < deadline:
-            last = self.agent_speech[-1] if self.agent_speech else None
-            if last is not None and last[1] >= since and loop.time() - last[1] >= quiet:
-                return True
-            await asyncio.sleep(self.clock.real(0.02))
-        return False
-
     def caller_dtmf(self, digit: str) -> None:
         """The caller presses a key: a DTMF event with source rtp."""
         self.dtmf_received.append(digit)
         self._fire_dtmf(digit, "rtp")
-
-    async def wait_event(self, kind: str, timeout: float) -> None:
-        """Wait (simulated seconds) for the next event of `kind`: an event name, a CUSTOM subclass,
-        or 'answer' / 'park' / 'hangup'. 'answer' is satisfied at once by an answered call."""
-        wanted = {"answer": "CHANNEL_ANSWER", "park": "CHANNEL_PARK", "hangup": "CHANNEL_HANGUP"}.get(kind, kind)
-        if wanted == "CHANNEL_ANSWER" and self.answered:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._event_waiters.append((wanted.upper(), waiter))
-        try:
-            await asyncio.wait_for(waiter, self.clock.real(timeout))
-        except TimeoutError:
-            raise WaitForTimeout(f"no {kind} within {timeout:g} s") from None
 
     # ------------------------------------------------------------------ media bugs (ForkHost)
 
@@ -604,17 +470,6 @@ class SimChannel:
 
     # ------------------------------------------------------------------ media clock
 
-    async def _media_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = self.clock.real(0.02)
-        start = loop.time()
-        tick = 0
-        while not self.hung_up:
-            tick += 1
-            delay = start + tick * period - loop.time()
-            await asyncio.sleep(max(0.0, delay))
-            self._tick()
-
     def _tick(self) -> None:
         if self._dtmf_out:
             digit = self._dtmf_out.popleft()
@@ -623,31 +478,15 @@ class SimChannel:
         if not self.media_up or self.hung_up:
             return
         n = frame_bytes(self.sample_rate)
-        read = bytes(self._read[:n]).ljust(n, b"\0")
-        taken = min(n, len(self._read))
-        del self._read[:taken]
-        self._read_taken += taken
-        self._wake_readers()
+        read = self._take_read(n) or bytes(n)
         write = self._playback_frame(n)
         for bug in list(self.bugs.values()):
             out = bug.take_playout(n)
             if out:
                 write = mix(write, out[:n].ljust(n, b"\0"))
-        self.heard += self._heard_resampler.convert(write)
-        self._note_voice(write)
+        self._hear(write)
         for bug in list(self.bugs.values()):
             bug.on_tick(read, write)
-
-    def _note_voice(self, write: bytes) -> None:
-        """Track when the caller hears the far end talking (frames of energy, short gaps bridged)."""
-        if rms(write) < VOICE_RMS:
-            return
-        now = asyncio.get_running_loop().time()
-        last = self.agent_speech[-1] if self.agent_speech else None
-        if last is not None and now - last[1] <= self.clock.real(0.1):
-            last[1] = now
-        else:
-            self.agent_speech.append([now - self.clock.real(0.02), now])
 
     def _playback_frame(self, n: int) -> bytes:
         playback = self._playback
@@ -662,16 +501,6 @@ class SimChannel:
             playback.end("done")
         return frame.ljust(n, b"\0")
 
-    def _wake_readers(self) -> None:
-        pending = []
-        for target, waiter in self._read_waiters:
-            if self._read_taken >= target:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                pending.append((target, waiter))
-        self._read_waiters = pending
-
     # ------------------------------------------------------------------ events
 
     def fire(self, name: str, *, pre: list[tuple[str, str]] | None = None,
@@ -683,11 +512,7 @@ class SimChannel:
                                      + (post or [])), body)
         self.events.append((self.clock.now() - self.created_us / 1_000_000, event.kind))
         self.switch.events.fire(event)
-        kind = event.kind.upper()
-        for wanted, waiter in list(self._event_waiters):
-            if wanted == kind and not waiter.done():
-                waiter.set_result(None)
-        self._event_waiters = [(k, w) for k, w in self._event_waiters if not w.done()]
+        self._event_fired(event.kind)
         return event
 
     def channel_headers(self, with_variables: bool = True) -> list[tuple[str, str]]:
