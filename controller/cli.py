@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (voxgate simulate --help)")
+    sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (voxgate simulate --help); "
+                   "voxgate simulate asterisk --help: a fake Asterisk")
 
     db = sub.add_parser("db", help="database migrations; purge applies the retention policy")
     db.add_argument("action", choices=["upgrade", "downgrade", "purge"])
@@ -266,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["simulate"]:  # the simulator parses its own options
+    if argv[:2] == ["simulate", "asterisk"]:  # the simulators parse their own options
+        from controller.simulator.asterisk.fake_asterisk import main as simulate_asterisk
+
+        return simulate_asterisk(argv[2:])
+    if argv[:1] == ["simulate"]:
         from controller.simulator.fake_freeswitch import main as simulate
 
         return simulate(argv[1:])

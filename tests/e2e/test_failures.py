@@ -6,9 +6,9 @@ import asyncio
 
 from controller.flows import FlowRegistry, builtin_flows
 from controller.records.store import list_calls
-from controller.simulator.caller import CallerScript, Dtmf, Wait, WaitFor
+from controller.simulator.caller import CallerScript, Wait, WaitFor
 from tests.e2e.conftest import start_rig, stop_rig
-from tests.e2e.test_call import GREETING_S, _finished, _typing
+from tests.e2e.test_call import _finished, _typing
 
 
 def _flows_with_a_broken_one() -> FlowRegistry:

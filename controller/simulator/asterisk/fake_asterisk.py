@@ -3,7 +3,7 @@
 It serves AMI (voxgate logs in, sees the call's events, controls the channel), places scripted
 calls that run voxgate's contract dialplan (dialplan.py) into voxgate's AudioSocket server or
 WebSocket media server, and records what each caller heard. The same caller scripts as
-FakeFreeSwitch's drive it. `main` is `voxgate simulate --pbx asterisk`.
+FakeFreeSwitch's drive it. `main` is `voxgate simulate asterisk`.
 
 What a real Asterisk does that this one does not: SIP (the caller's channel is a PJSIP channel in
 name only), Local channel pairs, DeviceStateChange/Newexten detail beyond voxgate's extension,
@@ -248,9 +248,9 @@ def _host_port(parser: argparse.ArgumentParser, text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """voxgate simulate --pbx asterisk: one scripted call into voxgate through a simulated Asterisk 22."""
+    """voxgate simulate asterisk: one scripted call into voxgate through a simulated Asterisk 22."""
     parser = argparse.ArgumentParser(
-        prog="voxgate simulate --pbx asterisk",
+        prog="voxgate simulate asterisk",
         description="Place one scripted call into voxgate through a simulated Asterisk 22 (AMI + AudioSocket "
                     "or chan_websocket).")
     parser.add_argument("--scenario", required=True, type=Path, help="scenario file (.toml or .json)")
