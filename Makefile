@@ -16,7 +16,7 @@ help:
 	@echo "make test     run the test suite (pass extra pytest options with PYTEST_ARGS='...')"
 	@echo "make demo     a simulated caller talks to the AI agent (embedded engines, no keys, no PBX)"
 	@echo "make demo-llm the same with SmolLM2 (llama.cpp) as the language model"
-	@echo "make bench    benchmarks: concurrent calls, voice agent latency and barge-in, word error rate"
+	@echo "make bench    benchmarks: concurrent calls (FreeSWITCH, slow database, Asterisk), agent latency and barge-in, WER, record writes"
 	@echo "make clean    remove $(VENV), var/ and caches"
 	@echo "PY=$(PY) picks the interpreter that builds the venv (Python >= 3.11)"
 
@@ -59,6 +59,8 @@ demo-llm: install
 
 bench: install
 	$(VENV)/bin/python bench/calls.py
+	$(VENV)/bin/python bench/calls.py --slow-db --calls 100
+	$(VENV)/bin/python bench/asterisk.py
 	$(VENV)/bin/python bench/agent.py
 	$(VENV)/bin/python bench/wer.py
 	$(VENV)/bin/python bench/records.py

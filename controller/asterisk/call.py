@@ -61,6 +61,7 @@ class AsteriskCall(AdapterCall):
         self._transfer_context = transfer_context
         self._cdr_tz = cdr_tz
         self.cdr: CdrRecord | None = None
+        self._media_gone = False
         media.on_dtmf = self._digit
         media.on_closed = self._media_closed
         if info.answered_at is not None:
@@ -88,8 +89,14 @@ class AsteriskCall(AdapterCall):
             self._hung_up(cause)
 
     def _media_closed(self, reason: str) -> None:
+        self._media_gone = True  # Asterisk never reconnects a call's media: the caller hung up or left
         if not self._ended.is_set():
             self._emit(MediaLost(datetime.now(UTC), reason))
+
+    async def _media_ready(self) -> None:
+        if self._media_gone:  # at once: AMI's Hangup may trail the TCP close by seconds when many calls end
+            raise CallGone(self.hangup_cause or "the call's media connection closed")
+        await super()._media_ready()
 
     def control_lost(self, reason: str) -> None:
         """AMI is gone and the channel was not found after reconnecting: the call is over for voxgate."""
