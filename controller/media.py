@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from controller.audio import FRAME_MS
-from controller.call import AudioFrame
+from controller.call import AudioFrame, MediaTap
 
 
 @dataclass
@@ -76,3 +77,36 @@ class InboundFrames:
 async def one_chunk(pcm: bytes) -> AsyncIterator[bytes]:
     """play() as a play_stream() of a single chunk."""
     yield pcm
+
+
+class PortBase(ABC):
+    """What every MediaPort keeps the same way: the caller's frames, the tap, pacing, waiting to connect."""
+
+    def __init__(self, queue_frames: int) -> None:
+        self.tap: MediaTap | None = None
+        self.pacing = PacingStats()
+        self._inbound = InboundFrames(queue_frames)
+        self._attached = asyncio.Event()
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool:
+        """Each transport knows when it has its connection."""
+
+    @property
+    def frames_in(self) -> int:
+        return self._inbound.count
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._inbound.dropped
+
+    def frames(self) -> AsyncIterator[AudioFrame]:
+        return self._inbound.frames()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._attached.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return self.connected

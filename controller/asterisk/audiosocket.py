@@ -12,6 +12,7 @@ PBX simulator encodes Asterisk's frames and reads the server's with res_audiosoc
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -96,7 +97,7 @@ class PeerError:
 Event = CallId | Audio | Digit | Hangup | PeerError
 
 
-class _Framer:
+class _Framer(ABC):
     """Splits a byte stream into (type, payload) frames, whatever the chunking."""
 
     def __init__(self) -> None:
@@ -132,8 +133,9 @@ class _Framer:
         return (f"a 0x{self._buf[0]:02x} frame announced {want} payload bytes, {got} arrived "
                 f"({want - got} missing)")
 
+    @abstractmethod
     def _frame(self, kind: int, payload: memoryview) -> Event | None:
-        raise NotImplementedError
+        """One whole frame as an event (None: dropped); each direction has its own rules."""
 
 
 class AudioSocketParser(_Framer):

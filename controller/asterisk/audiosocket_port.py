@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from controller.asterisk.audiosocket import FRAME_MS, HEADER_BYTES, Audio, AudioSocketParser, Digit, Pacer
 from controller.audio import Resampler
-from controller.call import AudioFrame, MediaTap, PlayResult
-from controller.media import InboundFrames, PacingStats, one_chunk
+from controller.call import PlayResult
+from controller.media import PortBase, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _Playout:
 FIRST_AUDIO_WAIT_S = 0.2  # Asterisk sends a frame every 20 ms while the caller's line carries audio
 
 
-class AudioSocketMediaPort:
+class AudioSocketMediaPort(PortBase):
     """MediaPort for one call's AudioSocket connection.
 
     The call layer sets `on_dtmf(digit)` for key presses and `on_closed(reason)` to learn that
@@ -65,14 +65,12 @@ class AudioSocketMediaPort:
     """
 
     def __init__(self, call_id: str, *, sample_rate: int = DEFAULT_RATE, queue_frames: int = 250) -> None:
+        super().__init__(queue_frames)
         self.call_id = call_id
         self.sample_rate = sample_rate
-        self.tap: MediaTap | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_closed: Callable[[str], None] | None = None
-        self.pacing = PacingStats()
         self.closed_reason: str | None = None
-        self._inbound = InboundFrames(queue_frames)
         self._rate_known = False
         self._first_audio = asyncio.Event()
         self._inbound_rejected = 0
@@ -82,7 +80,6 @@ class AudioSocketMediaPort:
         self._parser: AudioSocketParser | None = None
         self._pacer: Pacer | None = None
         self._sender: asyncio.Task[None] | None = None
-        self._attached = asyncio.Event()
         self._play_lock = asyncio.Lock()
         self._generation = 0
         self._playout: _Playout | None = None
@@ -139,14 +136,6 @@ class AudioSocketMediaPort:
         dropped = sum(self._parser.dropped.values()) if self._parser is not None else 0
         return dropped + self._inbound_rejected
 
-    @property
-    def frames_in(self) -> int:
-        return self._inbound.count
-
-    @property
-    def frames_dropped(self) -> int:
-        return self._inbound.dropped
-
     # ------------------------------------------------------------ MediaPort
 
     @property
@@ -164,9 +153,6 @@ class AudioSocketMediaPort:
         except asyncio.TimeoutError:
             pass  # a silent line: play at the default rate; Asterisk reads each frame's type byte
         return self.connected
-
-    def frames(self) -> AsyncIterator[AudioFrame]:
-        return self._inbound.frames()
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Play to the caller; returns when the last frame has left, or at a flush."""

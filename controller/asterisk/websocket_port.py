@@ -21,8 +21,8 @@ from controller.asterisk.websocket_media import (
     expect_media_start,
 )
 from controller.audio import Resampler, ulaw_decode, ulaw_encode
-from controller.call import AudioFrame, MediaTap, PlayResult
-from controller.media import InboundFrames, PacingStats, one_chunk
+from controller.call import PlayResult
+from controller.media import PortBase, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class _Playback:
         return PlayResult(heard, total, self.interrupted, self.first_at)
 
 
-class WebSocketMediaPort:
+class WebSocketMediaPort(PortBase):
     """MediaPort for one call's chan_websocket connection.
 
     The call layer sets `on_dtmf(digit)` for key presses and `on_closed(reason)` to learn that
@@ -88,18 +88,16 @@ class WebSocketMediaPort:
     def __init__(self, call_id: str, *, sample_rate: int = DEFAULT_RATE, max_lead_ms: int = MAX_LEAD_MS,
                  refill_ms: int = REFILL_MS, queue_frames: int = 250,
                  start_timeout_s: float = START_TIMEOUT_S) -> None:
+        super().__init__(queue_frames)
         self.call_id = call_id
         self.sample_rate = sample_rate
-        self.tap: MediaTap | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_closed: Callable[[str], None] | None = None
         self.media_start: MediaStart | None = None
         self.closed_reason: str | None = None
-        self.pacing = PacingStats()
         self._max_lead_ms = max_lead_ms
         self._refill_ms = refill_ms
         self._start_timeout_s = start_timeout_s
-        self._inbound = InboundFrames(queue_frames)
         self._ws: ServerConnection | None = None
         self._session: MediaSession | None = None
         self._decode: Callable[[bytes], bytes] = bytes
@@ -107,7 +105,6 @@ class WebSocketMediaPort:
         self._pcm_frame = 0  # bytes of L16 in one ptime, from MEDIA_START
         self._used = False
         self._closed = False
-        self._attached = asyncio.Event()
         self._wake = asyncio.Event()
         self._play_lock = asyncio.Lock()
         self._generation = 0  # bumped by flush(): plays still waiting for the lock are cancelled too
@@ -206,29 +203,11 @@ class WebSocketMediaPort:
         """Inbound frames dropped as unusable (empty, or not whole samples)."""
         return sum(self._session.framer.dropped.values()) if self._session is not None else 0
 
-    @property
-    def frames_in(self) -> int:
-        return self._inbound.count
-
-    @property
-    def frames_dropped(self) -> int:
-        return self._inbound.dropped
-
     # ------------------------------------------------------------ MediaPort
 
     @property
     def connected(self) -> bool:
         return self._session is not None
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._attached.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return self.connected
-
-    def frames(self) -> AsyncIterator[AudioFrame]:
-        return self._inbound.frames()
 
     async def play(self, pcm: bytes, sample_rate: int) -> PlayResult:
         """Play to the caller; returns when Asterisk reports it played, or at a flush."""

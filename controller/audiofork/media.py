@@ -17,9 +17,9 @@ from websockets.exceptions import ConnectionClosed
 
 from controller.audio import FRAME_MS, Resampler, frame_bytes, to_mono
 from controller.audiofork import protocol as fork
-from controller.call import AudioFrame, MediaTap, PlayResult
+from controller.call import PlayResult
 from controller.esl.protocol import EslFrame
-from controller.media import InboundFrames, PacingStats, one_chunk
+from controller.media import PortBase, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,16 @@ TAIL_PAD_FRAMES = 5
 EslApi = Callable[[str], Awaitable[EslFrame]]
 
 
-class ForkMediaPort:
+class ForkMediaPort(PortBase):
     """MediaPort for one call's audio fork."""
 
     def __init__(self, call_uuid: str, spec: fork.ForkSpec, esl_api: EslApi, *, queue_frames: int = 250) -> None:
+        super().__init__(queue_frames)
         self.call_uuid = call_uuid
         self.spec = spec
         self.sample_rate = spec.rate
         self._esl_api = esl_api
-        self._inbound = InboundFrames(queue_frames)
         self._ws: ServerConnection | None = None
-        self._attached = asyncio.Event()
         self._play_lock = asyncio.Lock()
         self._generation = 0
         self._mark_seq = 0
@@ -54,30 +53,13 @@ class ForkMediaPort:
         self._file_waiter: asyncio.Future[str] | None = None
         self._closed = False
         self.metadata: str | None = None
-        self.tap: MediaTap | None = None
         self.frames_rejected = 0
-        self.pacing = PacingStats()
 
     # ------------------------------------------------------------ inbound
 
     @property
     def connected(self) -> bool:
         return self._ws is not None
-
-    @property
-    def frames_in(self) -> int:
-        return self._inbound.count
-
-    @property
-    def frames_dropped(self) -> int:
-        return self._inbound.dropped
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._attached.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     async def attach(self, ws: ServerConnection) -> None:
         """Run one WebSocket from FreeSWITCH until it closes: metadata first, then frames."""
@@ -123,9 +105,6 @@ class ForkMediaPort:
             waiter = self._marks.pop(report.name, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(report.event)
-
-    def frames(self) -> AsyncIterator[AudioFrame]:
-        return self._inbound.frames()
 
     def close(self) -> None:
         """The call is over: end the frame stream, playback waiters and the WebSocket."""

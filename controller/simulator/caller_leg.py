@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ class WaitForTimeout(TimeoutError):
     """A caller script waited for an event that did not come."""
 
 
-class CallerLeg:
+class CallerLeg(ABC):
     """Media clock and caller side of a simulated call leg; subclasses add the PBX."""
 
     name: str
@@ -56,20 +57,21 @@ class CallerLeg:
     # ------------------------------------------------------------------ what the PBX defines
 
     @property
+    @abstractmethod
     def answered(self) -> bool:
-        raise NotImplementedError
+        """Whether the PBX answered this leg (each simulated PBX keeps its own channel state)."""
 
+    @abstractmethod
     def hangup(self, cause: str | None = "NORMAL_CLEARING") -> None:
         """The caller (or a failed script) hangs up; `cause` is a FreeSWITCH-style cause name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def caller_dtmf(self, digit: str) -> None:
         """The caller presses a key."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _tick(self) -> None:
         """One 20 ms of media: take the caller's frame (_take_read), make what it hears (_hear)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ public view
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def dtmf_tone(digit: str, ms: int, sample_rate: int) -> bytes:
     return (4000 * (np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t))).astype("<i2").tobytes()
 
 
-class AmiChannel:
+class AmiChannel(ABC):
     """One channel's identity, state, dialplan position and variables; publishes its events."""
 
     def __init__(self, pbx: Pbx, *, name: str, uniqueid: str, linkedid: str, context: str, exten: str,
@@ -200,8 +201,9 @@ class AmiChannel:
         self.publish("SoftHangupRequest", [("Cause", str(cause))])
         self._hangup_requested()
 
+    @abstractmethod
     def _hangup_requested(self) -> None:
-        raise NotImplementedError
+        """How this kind of channel ends once AMI asked it to."""
 
     def publish_hangup(self) -> None:
         cause = NORMAL_CLEARING if self.cause is None else self.cause
