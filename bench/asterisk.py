@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -23,9 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-from controller.audio import tone  # noqa: E402
+from bench.load import Window, per_call, ratio, register_bench_flow, report  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1] / "controller" / "prompts" / "greeting.wav"
 AMI_SECRET = "bench-ami-secret"
@@ -57,23 +54,7 @@ async def serve(ami_port: int) -> None:
         "VOXGATE_LOG_LEVEL": "WARNING"})
     latencies: list[float] = []
     flows = builtin_flows()
-    reply = tone(440, 2000, 8000)
-
-    @flows.register("bench")
-    async def bench(call) -> str:
-        await call.answer()
-
-        async def consume() -> None:
-            async for frame in call.media.frames():
-                latencies.append(time.monotonic() - frame.received)
-
-        consumer = asyncio.create_task(consume())
-        while not call.ended.is_set():
-            await call.play_audio(reply, 8000)
-            await asyncio.sleep(0.5)
-        await consumer
-        return "completed"
-
+    register_bench_flow(flows, latencies)
     controller = Controller(settings, flows)
     await controller.start()
     assert controller.asterisk is not None
@@ -81,32 +62,9 @@ async def serve(ami_port: int) -> None:
                       "websocket": controller.asterisk.websocket.port}), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.readline)  # parent: calls are up
-    latencies.clear()
-    calls = list(controller.calls.values())
-    pacing0 = {id(c): (c.media.pacing.frames, c.media.pacing.late_frames, c.media.pacing.total_late_ms)
-               for c in calls}
-    dropped0 = {id(c): c.media.frames_dropped for c in calls}
-    cpu0, t0 = time.process_time(), time.monotonic()
+    window = Window(list(controller.calls.values()), latencies)
     await loop.run_in_executor(None, sys.stdin.readline)  # parent: measurement over
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-    calls = list(controller.calls.values())
-
-    def delta(c, i: int, now: float) -> float:
-        return now - pacing0.get(id(c), (0, 0, 0.0))[i]
-
-    out_frames = sum(delta(c, 0, c.media.pacing.frames) for c in calls)
-    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    print(json.dumps({
-        "calls": len(calls), "cpu_s": cpu, "wall_s": wall, "frames": len(latencies),
-        "dropped": sum(c.media.frames_dropped - dropped0.get(id(c), 0) for c in calls),
-        "inbound_p50_ms": float(np.percentile(lat, 50)), "inbound_p99_ms": float(np.percentile(lat, 99)),
-        "inbound_max_ms": float(lat.max()),
-        "out_frames": int(out_frames),
-        "late_frames": int(sum(delta(c, 1, c.media.pacing.late_frames) for c in calls)),
-        "max_late_ms": max((c.media.pacing.max_late_ms for c in calls), default=0.0),
-        "mean_late_ms": sum(delta(c, 2, c.media.pacing.total_late_ms) for c in calls) / max(1, out_frames),
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }), flush=True)
+    print(json.dumps(window.stats(list(controller.calls.values()))), flush=True)
     await controller.stop(drain_s=10)
 
 
@@ -149,21 +107,7 @@ async def run(media: str, calls: int, seconds: float) -> dict:
         await child.wait()
         await pbx.stop()
     stats["media"] = media
-    stats["cpu_ms_per_call_s"] = stats["cpu_s"] * 1000 / max(1, stats["calls"]) / stats["wall_s"]
-    stats["core_capacity_calls"] = 1000 / stats["cpu_ms_per_call_s"] if stats["cpu_ms_per_call_s"] else 0
-    return stats
-
-
-def report(label: str, s: dict) -> None:
-    print(f"{label}: {s['calls']} calls for {s['wall_s']:.1f} s"
-          + (f" ({s['ended_early']} ended before the measurement finished)" if s["ended_early"] else ""))
-    print(f"  voxgate CPU          {s['cpu_s']:.2f} s  = {s['cpu_ms_per_call_s']:.2f} CPU-ms per call-second"
-          f"  (~{s['core_capacity_calls']:.0f} calls per core)")
-    print(f"  inbound frames       {s['frames']} delivered, {s['dropped']} dropped; arrival->flow "
-          f"p50 {s['inbound_p50_ms']:.3f} ms, p99 {s['inbound_p99_ms']:.3f} ms, max {s['inbound_max_ms']:.2f} ms")
-    print(f"  outbound frames      {s['out_frames']} sent, {s['late_frames']} late (>20 ms); "
-          f"lateness mean {s['mean_late_ms']:.3f} ms, max {s['max_late_ms']:.2f} ms (whole call)")
-    print(f"  voxgate max RSS      {s['rss_mb']:.0f} MB; fake Asterisk CPU {s['sim_cpu_s']:.1f} s")
+    return per_call(stats)
 
 
 def main() -> None:
@@ -184,11 +128,9 @@ def main() -> None:
         base = asyncio.run(run(media, args.baseline, args.seconds))
         full = asyncio.run(run(media, args.calls, args.seconds))
         print(f"== {media}")
-        report("baseline", base)
-        report("load", full)
-        print(f"ratio load/baseline: CPU per call-second "
-              f"x{full['cpu_ms_per_call_s'] / max(base['cpu_ms_per_call_s'], 1e-6):.2f}, "
-              f"inbound p99 x{full['inbound_p99_ms'] / max(base['inbound_p99_ms'], 1e-6):.2f}", flush=True)
+        report("baseline", base, "fake Asterisk")
+        report("load", full, "fake Asterisk")
+        print(ratio(base, full), flush=True)
     print("targets: 200 calls on one core (<= 5 CPU-ms per call-second), inbound p99 < 5 ms, no late frame")
 
 

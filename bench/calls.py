@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -27,9 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-from controller.audio import tone  # noqa: E402
+from bench.load import Window, per_call, ratio, register_bench_flow, report  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1] / "controller" / "prompts" / "greeting.wav"
 
@@ -83,52 +80,22 @@ async def serve(seconds: float, slow_db: bool) -> None:
                               "VOXGATE_LOG_LEVEL": "WARNING"})
     latencies: list[float] = []
     flows = builtin_flows()
-    reply = tone(440, 2000, 8000)
 
-    @flows.register("bench")
-    async def bench(call) -> str:
-        await call.answer()
+    def store_turn(call, n: int) -> None:  # what an agent call stores: a turn per reply, the controller's path
+        now = datetime.now(UTC)
+        call.on_turn(TurnRecord("freeswitch", call.info.uuid, n, "agent", "A reply.", "A reply.", now, now,
+                                voice_to_voice_ms=500.0))
 
-        async def consume() -> None:
-            async for frame in call.media.frames():
-                latencies.append(time.monotonic() - frame.received)
-
-        consumer = asyncio.create_task(consume())
-        seq = 0
-        while not call.ended.is_set():
-            await call.play_audio(reply, 8000)
-            if slow_db:  # what an agent call stores: a turn per reply, through the controller's record path
-                now = datetime.now(UTC)
-                call.on_turn(TurnRecord("freeswitch", call.info.uuid, seq, "agent", "A reply.", "A reply.", now, now,
-                                        voice_to_voice_ms=500.0))
-                seq += 1
-            await asyncio.sleep(0.5)
-        await consumer
-        return "completed"
-
+    register_bench_flow(flows, latencies, store_turn if slow_db else None)
     controller = Controller(settings, flows)
     await controller.start()
     print(json.dumps({"port": controller.outbound.port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # parent: calls are up
-    latencies.clear()
-    cpu0, t0 = time.process_time(), time.monotonic()
+    window = Window(list(controller.calls.values()), latencies)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # parent: measurement over
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-    calls = list(controller.calls.values())
-    pacing = [c.media.pacing for c in calls]
-    frames_in = sum(c.media.frames_in for c in calls)
-    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    print(json.dumps({
-        "calls": len(calls), "cpu_s": cpu, "wall_s": wall, "frames": len(latencies), "frames_in": frames_in,
-        "dropped": sum(c.media.frames_dropped for c in calls),
-        "inbound_p50_ms": float(np.percentile(lat, 50)), "inbound_p99_ms": float(np.percentile(lat, 99)),
-        "inbound_max_ms": float(lat.max()),
-        "out_frames": sum(p.frames for p in pacing), "late_frames": sum(p.late_frames for p in pacing),
-        "max_late_ms": max((p.max_late_ms for p in pacing), default=0.0),
-        "mean_late_ms": sum(p.total_late_ms for p in pacing) / max(1, sum(p.frames for p in pacing)),
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "records_pending": controller.writer.pending, "records_refused": controller.stats.records_refused,
-    }), flush=True)
+    stats = window.stats(list(controller.calls.values()))
+    stats.update(records_pending=controller.writer.pending, records_refused=controller.stats.records_refused)
+    print(json.dumps(stats), flush=True)
     await controller.stop(drain_s=10)
     if cluster is not None:
         cluster.destroy()
@@ -167,20 +134,7 @@ async def run(calls: int, seconds: float, slow_db: bool = False) -> dict:
         await sim.stop()
     child.stdin.close()
     await child.wait()
-    stats["cpu_ms_per_call_s"] = stats["cpu_s"] * 1000 / max(1, stats["calls"]) / stats["wall_s"]
-    stats["core_capacity_calls"] = 1000 / stats["cpu_ms_per_call_s"] if stats["cpu_ms_per_call_s"] else 0
-    return stats
-
-
-def report(label: str, s: dict) -> None:
-    print(f"{label}: {s['calls']} calls for {s['wall_s']:.1f} s")
-    print(f"  voxgate CPU          {s['cpu_s']:.2f} s  = {s['cpu_ms_per_call_s']:.2f} CPU-ms per call-second"
-          f"  (~{s['core_capacity_calls']:.0f} calls per core)")
-    print(f"  inbound frames       {s['frames']} delivered, {s['dropped']} dropped; arrival->flow "
-          f"p50 {s['inbound_p50_ms']:.3f} ms, p99 {s['inbound_p99_ms']:.3f} ms, max {s['inbound_max_ms']:.2f} ms")
-    print(f"  outbound frames      {s['out_frames']} sent, {s['late_frames']} late (>20 ms); "
-          f"lateness mean {s['mean_late_ms']:.3f} ms, max {s['max_late_ms']:.2f} ms")
-    print(f"  voxgate max RSS      {s['rss_mb']:.0f} MB; simulator CPU {s['sim_cpu_s']:.1f} s")
+    return per_call(stats)
 
 
 def main() -> None:
@@ -200,18 +154,17 @@ def main() -> None:
         return
     base = asyncio.run(run(args.baseline, args.seconds))
     full = asyncio.run(run(args.calls, args.seconds))
-    report("baseline", base)
-    report("load", full)
-    print(f"ratio load/baseline: CPU per call-second x{full['cpu_ms_per_call_s'] / base['cpu_ms_per_call_s']:.2f}, "
-          f"inbound p99 x{full['inbound_p99_ms'] / max(base['inbound_p99_ms'], 1e-6):.2f}")
+    report("baseline", base, "simulator")
+    report("load", full, "simulator")
+    print(ratio(base, full))
     print("targets: 200 calls on one core (<= 5 CPU-ms per call-second), inbound p99 < 5 ms, no late frame")
 
 
 def compare_slow_db(calls: int, seconds: float) -> None:
     quiet = asyncio.run(run(calls, seconds))
     slow = asyncio.run(run(calls, seconds, slow_db=True))
-    report("no record traffic", quiet)
-    report("slow PostgreSQL (+250 ms per insert), a turn per call every 0.5 s", slow)
+    report("no record traffic", quiet, "simulator")
+    report("slow PostgreSQL (+250 ms per insert), a turn per call every 0.5 s", slow, "simulator")
     print(f"  records still pending at the end {slow['records_pending']} (journalled), refused "
           f"{slow['records_refused']}")
     gap = slow["inbound_p99_ms"] - quiet["inbound_p99_ms"]
