@@ -1,7 +1,8 @@
 """The voxgate process: one Controller wired at start-up from Settings.
 
 It owns the ESL hub thread, the outbound ESL server, the optional inbound ESL client, the
-audio fork WebSocket server and the record writer, and runs one task per call.
+audio fork WebSocket server, the optional Asterisk side (AMI and its media servers) and the
+record writer, and runs one task per call.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from datetime import UTC, datetime
 
 from controller import prompts, tokens
 from controller.adapter import AdapterCall
-from controller.asterisk.pbx import AsteriskPbx
 from controller.agent.conversation import Engines
 from controller.agent.factory import build_engines, warm_up
+from controller.asterisk.pbx import AsteriskPbx
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.audiofork.server import AudioForkServer, fork_url
@@ -72,7 +73,7 @@ def _wants_recording(default: bool, variables: dict[str, str]) -> bool:
 
 
 class Controller:
-    """Takes calls from FreeSWITCH and runs a flow on each."""
+    """Takes calls from FreeSWITCH (and Asterisk, when configured) and runs a flow on each."""
 
     def __init__(self, settings: Settings, flows: FlowRegistry, writer: RecordWriter | None = None,
                  engines: Engines | None = None) -> None:
