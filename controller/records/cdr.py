@@ -36,6 +36,7 @@ class CallRecord:
     outcome: str
     error: str | None
     variables: dict[str, str]
+    state: dict[str, Any] | None = None  # the flow's call.state, JSON-able
 
     def __post_init__(self) -> None:
         _require_aware(self.started_at, self.answered_at, self.ended_at)
@@ -124,6 +125,26 @@ class ToolCallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CallAttemptRecord:
+    """One try of an outbound call (request_id ties the tries together); call_uuid when it was answered."""
+
+    request_id: str
+    attempt: int
+    pbx: str
+    number: str
+    trunk: str
+    flow: str
+    started_at: datetime
+    ended_at: datetime
+    outcome: str        # answered | busy | no_answer | rejected | failed
+    cause: str          # the PBX's own words (hangup cause or Originate reason)
+    call_uuid: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.started_at, self.ended_at)
+
+
+@dataclass(frozen=True, slots=True)
 class TransferRecord:
     """One transfer voxgate asked the PBX for: where to, why, and whether the PBX took it."""
 
@@ -162,7 +183,8 @@ class RecordingRecord:
         _require_aware(self.started_at)
 
 
-Record = CallRecord | EventRecord | TurnRecord | DtmfRecord | ToolCallRecord | TransferRecord | RecordingRecord
+Record = (CallRecord | EventRecord | TurnRecord | DtmfRecord | ToolCallRecord | TransferRecord | RecordingRecord
+          | CallAttemptRecord)
 
 
 def tool_call_records(turn: TurnRecord) -> list[ToolCallRecord]:

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from controller.records.cdr import (
-    CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord, TurnRecord,
+    CallAttemptRecord, CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord,
+    TurnRecord,
 )
 
 _KINDS: dict[str, type[Record]] = {
     "call": CallRecord, "event": EventRecord, "turn": TurnRecord, "dtmf": DtmfRecord,
     "tool_call": ToolCallRecord, "transfer": TransferRecord, "recording": RecordingRecord,
+    "call_attempt": CallAttemptRecord,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 _TIMES = {cls: {f.name for f in fields(cls) if "datetime" in str(f.type)} for cls in _KINDS.values()}

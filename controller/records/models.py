@@ -1,5 +1,5 @@
 """The record tables: one row per call (the CDR), per call event, per conversation turn, per DTMF digit,
-per tool call, per transfer and per recording.
+per tool call, per transfer and per recording, and one per try of an outbound call.
 
 The same models serve SQLite (a single box) and PostgreSQL (a fleet). Rows are keyed by
 the natural key (pbx, call_uuid) so that writes are idempotent upserts and events can
@@ -100,6 +100,7 @@ class CallRow(Base):
     outcome: Mapped[str] = mapped_column(String())
     error: Mapped[str | None] = mapped_column(Text)
     variables: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # what the flow kept (call.state)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 
@@ -227,3 +228,23 @@ class RecordingRow(Base):
     sha256: Mapped[str] = mapped_column(String())
     key_id: Mapped[str] = mapped_column(String())
     complete: Mapped[bool] = mapped_column(Boolean)
+
+
+class CallAttemptRow(Base):
+    """One try of an outbound call: which trunk, when, and what the network said (busy, no answer...)."""
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (UniqueConstraint("request_id", "attempt"), Index(None, "started_at"), Index(None, "call_uuid"))
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String())
+    attempt: Mapped[int] = mapped_column(Integer)
+    pbx: Mapped[str] = mapped_column(String())
+    number: Mapped[str] = mapped_column(String())
+    trunk: Mapped[str] = mapped_column(String())
+    flow: Mapped[str] = mapped_column(String())
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    outcome: Mapped[str] = mapped_column(String())
+    cause: Mapped[str] = mapped_column(String())
+    call_uuid: Mapped[str | None] = mapped_column(String())  # the answered attempt's call

@@ -24,11 +24,12 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from controller.records.cdr import (
-    CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord, TurnRecord,
+    CallAttemptRecord, CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord,
+    TurnRecord,
 )
 from controller.records.journal import Journal, JournalError, encode
 from controller.records.models import (
-    CallEventRow, CallRow, DtmfRow, RecordingRow, ToolCallRow, TransferRow, TurnRow,
+    CallAttemptRow, CallEventRow, CallRow, DtmfRow, RecordingRow, ToolCallRow, TransferRow, TurnRow,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ _KINDS: dict[type[Record], _Kind] = {
     TransferRecord: _Kind(TransferRow.__table__, ("pbx", "call_uuid", "seq"), replaces=False),
     # a recording closed after a crash (complete=False) is replaced when the file is finished later
     RecordingRecord: _Kind(RecordingRow.__table__, ("pbx", "call_uuid", "seq"), replaces=True),
+    CallAttemptRecord: _Kind(CallAttemptRow.__table__, ("request_id", "attempt"), replaces=False),
 }
 
 
@@ -392,6 +394,12 @@ def list_rows(database_url: str, table_name: str, call_uuid: str) -> list[dict[s
     table = spec.table
     order = [table.c.pbx, *(table.c[name] for name in spec.key[2:])]
     return _fetch(database_url, select(table).where(table.c.call_uuid == call_uuid).order_by(*order))
+
+
+def list_attempts(database_url: str, request_id: str) -> list[dict[str, Any]]:
+    """Every try of one outbound call, in order."""
+    table = CallAttemptRow.__table__
+    return _fetch(database_url, select(table).where(table.c.request_id == request_id).order_by(table.c.attempt))
 
 
 def _fetch(database_url: str, query: Executable) -> list[dict[str, Any]]:

@@ -57,7 +57,7 @@ def _model_drift(url: str) -> list:
 def test_upgrade_creates_the_tables_and_downgrade_removes_them(empty_url):
     migrate.upgrade(empty_url)
     schema = _schema(empty_url)
-    assert set(schema) == {"alembic_version", "calls", "call_events", "turns", *DETAIL_SCHEMA}
+    assert set(schema) == {"alembic_version", "calls", "call_events", "turns", "call_attempts", *DETAIL_SCHEMA}
     assert schema["calls"] == (
         {"ix_calls_started_at", "ix_calls_flow_started_at", "ix_calls_hangup_cause"},
         {"uq_calls_pbx_call_uuid"},
@@ -130,5 +130,27 @@ def test_detail_tables_revision_goes_down_and_up_again(empty_url):
         assert _schema(empty_url) == {**before, **DETAIL_SCHEMA}
         migrate.downgrade(empty_url, "0003")
         assert _schema(empty_url) == before
+    migrate.upgrade(empty_url)
+    assert _model_drift(empty_url) == []
+
+
+def _columns(url: str, table: str) -> set[str]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_flow_state_and_attempts_revision_goes_down_and_up_again(empty_url):
     migrate.upgrade(empty_url, "0004")
+    before = _schema(empty_url)
+    for _ in range(2):  # the views on `calls` survive both ways
+        migrate.upgrade(empty_url, "0005")
+        assert "state" in _columns(empty_url, "calls")
+        assert _schema(empty_url)["call_attempts"] == (
+            {"ix_call_attempts_started_at", "ix_call_attempts_call_uuid"}, {"uq_call_attempts_request_id_attempt"})
+        migrate.downgrade(empty_url, "0004")
+        assert "state" not in _columns(empty_url, "calls") and _schema(empty_url) == before
+    migrate.upgrade(empty_url)
     assert _model_drift(empty_url) == []
