@@ -94,9 +94,17 @@ class AsteriskCall(AdapterCall):
             self._emit(MediaLost(datetime.now(UTC), reason))
 
     async def _media_ready(self) -> None:
-        if self._media_gone:  # at once: AMI's Hangup may trail the TCP close by seconds when many calls end
-            raise CallGone(self.hangup_cause or "the call's media connection closed")
-        await super()._media_ready()
+        # A closed media connection ends the call at once: AMI's Hangup may trail the TCP close by
+        # seconds when many calls end, and never comes if Asterisk died. That holds when it closes
+        # while we wait for it to connect, too.
+        if not self._media_gone:
+            try:
+                await super()._media_ready()
+                return
+            except CommandFailed:
+                if not self._media_gone:
+                    raise
+        raise CallGone(self.hangup_cause or "the call's media connection closed")
 
     def control_lost(self, reason: str) -> None:
         """AMI is gone and the channel was not found after reconnecting: the call is over for voxgate."""

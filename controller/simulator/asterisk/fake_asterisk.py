@@ -108,6 +108,25 @@ class FakeAsterisk:
         """Until an AMI session has logged in (so it sees a call's events from the first)."""
         await asyncio.wait_for(self._ami.logged_in.wait(), timeout)
 
+    async def drop_manager(self) -> None:
+        """The manager interface goes away (a network cut, `manager reload`): every AMI session
+        closes and none is accepted until restore_manager(); calls and their media go on."""
+        self._ami.logged_in.clear()
+        await self._ami.stop()
+
+    async def restore_manager(self) -> None:
+        """Listen again on the same AMI port; wait_for_manager() then waits for the next login."""
+        await self._ami.start()
+
+    async def crash(self) -> None:
+        """Asterisk dies: every media connection and AMI session drops at once, with no Hangup or Cdr."""
+        for call in self.calls:
+            if not call.ended.is_set():
+                call.detach()
+                call.cancel()
+        self.channels.clear()
+        await self._ami.stop()
+
     async def place_call(self, script: Sequence[Step] = (), *, media: str = "audiosocket",
                          flow: str = DEFAULT_FLOW, caller_id_number: str = "15551230001",
                          caller_id_name: str = "Sim Caller", destination: str = "1000",
