@@ -24,24 +24,37 @@ from controller.asterisk.pbx import AsteriskPbx
 from controller.audiofork import protocol as fork
 from controller.audiofork.media import ForkMediaPort
 from controller.audiofork.server import AudioForkServer, fork_url
-from controller.call import CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, DtmfSent, Transferred
+from controller.call import Answered, CallEvent, CallGone, CallInfo, CommandFailed, Dtmf, DtmfSent, Transferred
 from controller.collector import ScheduledCollector
 from controller.config import Settings
+from controller.dialer import Dialer
 from controller.esl import protocol as esl
 from controller.esl.client import CALL_EVENTS, EslError, EslLink, InboundClient, OutboundServer
 from controller.esl.hub import GeventHub
 from controller.esl.protocol import EslEvent, EslFrame
-from controller.flows import FlowRegistry
+from controller.flows import Flow, FlowError, FlowRegistry
 from controller.freeswitch.call import FreeSwitchCall, audit_payload, call_info_from_channel
+from controller.http_api import ApiServer
+from controller.live_calls import LiveCalls
+from controller.logs import current_call
+from controller.metrics import Metrics
 from controller.records.cdr import EventRecord, TransferRecord, TurnRecord, tool_call_records
 from controller.records.dtmf_log import DtmfLog
 from controller.records.recording import Recorder, RecordingStore, parse_keys
 from controller.records.redact import Redactor, compile_patterns
 from controller.records.store import RecordQueueFull, RecordWriter
+from controller.routing import choose_flow, unregistered
+from controller.webhooks import (
+    WebhookDispatcher, call_answered, call_ended, call_started, call_transferred, turn_completed,
+)
 
 log = logging.getLogger(__name__)
 
 HANGUP_COMPLETE_WAIT_S = 5.0
+# After the hangup, verbs raise CallGone and the agent returns with its last turns recorded: a flow gets this
+# long to end by itself (a truer outcome than a cancellation) before it is cancelled wherever it is.
+FLOW_SETTLE_S = 0.5
+FLOW_CANCEL_WAIT_S = 5.0  # a flow that swallows its cancellation is left behind after this
 SWITCH_INTERVAL_S = 0.0005
 MEDIA_CONNECT_WAIT_S = 3.0
 
@@ -80,7 +93,8 @@ class Controller:
         self.settings = settings
         self.engines = engines or build_engines(settings)
         self.on_turn: Callable[[TurnRecord], None] | None = None  # observers (the demo prints turns)
-        self.flows = flows
+        self.flows = FlowRegistry()
+        self.use_flows(flows)
         self.writer = writer or RecordWriter(settings.database_url.reveal(), journal_dir=settings.journal_dir)
         self.redactor = None if settings.store_raw_text else Redactor(
             compile_patterns(json.loads(settings.redact_patterns or "{}")))
@@ -88,7 +102,7 @@ class Controller:
             if settings.recording_keys else None
         self.collector = ScheduledCollector()
         self.hub = GeventHub()
-        self.calls: dict[str, AdapterCall] = {}
+        self.calls = LiveCalls()
         self.stats = CallStats()
         self._secret = settings.token_secret.reveal() if settings.token_secret else ""
         self._tasks: set[asyncio.Task] = set()
@@ -100,6 +114,10 @@ class Controller:
         self.asterisk: AsteriskPbx | None = None
         if settings.asterisk:
             self.asterisk = AsteriskPbx(self, settings, settings.asterisk_cdr_zone)
+        self.dialer = Dialer(self, self._submit_record)  # outbound calls, over whichever PBX is configured
+        self.metrics = Metrics(self)
+        self.webhooks = WebhookDispatcher(settings.webhooks, self._submit_record)
+        self.api: ApiServer | None = None  # the HTTP API (settings.api), started last, stopped first
 
     async def start(self) -> None:
         if self.settings.preload_engines:
@@ -125,10 +143,16 @@ class Controller:
         # whenever the loop wants it back: 5 ms by default, which showed as inbound p99 under a busy
         # database. A shorter slice costs a little throughput in those threads, never the media.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.webhooks.start()
+        if self.settings.api:
+            self.api = ApiServer(self)
+            await self.api.start()
         log.info("voxgate ready: outbound ESL on %s:%s, audio fork on %s:%s", self.settings.bind_host,
                  self.outbound.port, self.settings.bind_host, self.ws.port)
 
     async def stop(self, drain_s: float = 5.0) -> None:
+        if self.api is not None:
+            await self.api.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
@@ -141,6 +165,7 @@ class Controller:
             await self.asterisk.stop()
         await self.outbound.stop()
         await self.ws.stop()
+        await self.webhooks.stop(drain_s)  # before the writer: its delivery rows go through it
         await self.writer.close()
         await self.collector.stop()
         if self.recordings is not None:
@@ -180,7 +205,7 @@ class Controller:
             call.connection_lost(frame.headers.get("Reason", "connection lost"))
 
     def _new_call(self, data: dict[str, str], link: EslLink, *, outbound: bool) -> FreeSwitchCall:
-        info = call_info_from_channel(data, self.settings.default_flow)
+        info = call_info_from_channel(data)
         spec = fork.ForkSpec(
             url=fork_url(self.fork_base_url, info.uuid,
                          tokens.mint(self._secret, info.uuid, self.settings.token_ttl_s,
@@ -194,8 +219,9 @@ class Controller:
         return call
 
     def adopt(self, call: AdapterCall) -> None:
-        """A new call from any PBX adapter: wire its records, recording and agent engines."""
+        """A new call from any PBX adapter: choose its flow, wire its records, recording and agent engines."""
         info = call.info
+        info.flow = choose_flow(info, self.settings.routes, self.settings.default_flow)  # once, so the CDR shows it
         call.agent_engines = self.engines
         call.on_turn = self._on_turn
         books = self._books[info.uuid] = _CallBooks(
@@ -211,6 +237,9 @@ class Controller:
         self.calls[info.uuid] = call
         self._seq[info.uuid] = 0
         self.stats.started += 1
+        self.webhooks.publish("call.started", call_started(info))
+        if info.answered_at is not None:  # answered by the dialplan before voxgate had it
+            self.webhooks.publish("call.answered", call_answered(info, info.answered_at))
 
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -222,8 +251,10 @@ class Controller:
     def _on_inbound_event(self, event: EslEvent) -> None:
         call = self.calls.get(event.unique_id)
         if isinstance(call, FreeSwitchCall):
-            call.handle_event(event)
-        elif call is None and event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None:
+            if not call.outbound:  # a call on its own outbound socket gets each event there (DTMF once)
+                call.handle_event(event)
+        elif (call is None and event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None
+              and event.variable("current_application") != "socket"):  # the socket app parks too (dialled calls)
             assert self.inbound is not None and self.inbound.link is not None
             call = self._new_call(event.headers, self.inbound.link, outbound=False)
             self.spawn(self.run_call(call))
@@ -254,6 +285,7 @@ class Controller:
 
     async def run_call(self, call: AdapterCall) -> None:
         """Run the call's flow to its end, then store what it left; for calls of every PBX."""
+        current_call.set(call.info.uuid)  # every log line of this task and the tasks it starts names the call
         outcome, error = "completed", None
         try:
             outcome, error = await self._run_flow(call)
@@ -262,7 +294,10 @@ class Controller:
                 outcome = "transferred"  # the channel goes on in the dialplan; voxgate lets go of it
             else:
                 await self._finish(call)
-            self._submit(lambda: self.writer.submit_call(call.call_record(outcome, error)))
+            record = call.call_record(outcome, error)
+            self._submit(lambda: self.writer.submit_call(record))
+            self.metrics.call_ended(record)
+            self.webhooks.publish("call.ended", call_ended(record))
             await self._close_books(call.info.uuid)
             await call.release()
             if self.calls.get(call.info.uuid) is call:
@@ -283,21 +318,64 @@ class Controller:
         except asyncio.TimeoutError:
             log.warning("call %s: no %s within %.0f s", call.info.uuid, call.CDR_SOURCE, HANGUP_COMPLETE_WAIT_S)
 
+    def use_flows(self, flows: FlowRegistry) -> None:
+        """Take these flows for calls that arrive from now on; calls in progress keep the flow they run.
+
+        Raises FlowError (a ValueError) when a route names a flow they lack: calls would be routed to nothing.
+        """
+        problems = unregistered(self.settings.routes, flows.names)
+        if problems:
+            raise FlowError("\n".join(problems))
+        self.flows = flows
+
     async def _run_flow(self, call: AdapterCall) -> tuple[str, str | None]:
+        """Run the flow as a task of its own, so that the caller's hangup ends it wherever it is: within
+        FLOW_SETTLE_S, or its finish_after_hangup."""
         flow = self.flows.get(call.info.flow)
         if flow is None:
             log.error("call %s: unknown flow %r", call.info.uuid, call.info.flow)
             return "error", f"unknown flow {call.info.flow!r}"
+        task = asyncio.create_task(self._flow_body(call, flow), name=f"flow {flow.name} {call.info.uuid}")
         try:
-            await call.start_media({"callSid": call.info.uuid, "flow": call.info.flow})
-            return (await flow(call)) or "completed", None
-        except CallGone:
+            if not await _done_before(task, call.ended):  # the caller hung up first
+                await asyncio.wait({task}, timeout=max(FLOW_SETTLE_S, flow.finish_after_hangup))
+        finally:
+            if not task.done():  # the caller hung up, or the controller is stopping
+                await self._cancel_flow(call, flow, task)
+        return await self._flow_outcome(call, flow, task)
+
+    @staticmethod
+    async def _flow_body(call: AdapterCall, flow: Flow) -> str | None:
+        await call.start_media({"callSid": call.info.uuid, "flow": flow.name})
+        return await flow.fn(call)
+
+    async def _cancel_flow(self, call: AdapterCall, flow: Flow, task: asyncio.Task) -> None:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=FLOW_CANCEL_WAIT_S)
+        if not done:
+            log.error("call %s: flow %r ignored its cancellation for %.0f s; the call ends without it",
+                      call.info.uuid, flow.name, FLOW_CANCEL_WAIT_S)
+            self._tasks.add(task)  # stop() cancels it again
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flow_outcome(self, call: AdapterCall, flow: Flow, task: asyncio.Task) -> tuple[str, str | None]:
+        """(outcome, error) of a finished, cancelled or abandoned flow task."""
+        if not task.done():
+            return "abandoned", "the flow did not stop when the caller hung up"
+        if task.cancelled():
+            late = flow.finish_after_hangup
+            return "abandoned", (f"still running {late:g} s after the caller hung up: cancelled"
+                                 if late > FLOW_SETTLE_S else None)
+        exc = task.exception()
+        if exc is None:
+            return task.result() or "completed", None
+        if isinstance(exc, CallGone):
             return "abandoned", None
-        except Exception as exc:
-            self.stats.failed += 1
-            log.exception("call %s: flow %r failed", call.info.uuid, call.info.flow)
+        self.stats.failed += 1
+        log.error("call %s: flow %r failed", call.info.uuid, flow.name, exc_info=exc)
+        if not call.ended.is_set():
             await self._apologise(call)
-            return "error", f"{type(exc).__name__}: {exc}"
+        return "error", f"{type(exc).__name__}: {exc}"
 
     async def _apologise(self, call: AdapterCall) -> None:
         try:
@@ -327,6 +405,8 @@ class Controller:
         self._submit(lambda: self.writer.submit_turn(turn))
         for tool_call in tool_call_records(turn):
             self._submit_record(tool_call)
+        self.metrics.turn_completed(turn)
+        self.webhooks.publish("turn.completed", turn_completed(turn))
         if self.on_turn is not None:
             self.on_turn(turn)
 
@@ -337,9 +417,12 @@ class Controller:
             books.dtmf.sent(event.at, event.digits)
         elif isinstance(event, Transferred):
             books.transfers += 1
-            self._submit_record(TransferRecord(
-                info.pbx, info.uuid, books.transfers, event.at, event.destination, event.kind, event.reason,
-                "failed" if event.error else "accepted", event.error))
+            transfer = TransferRecord(info.pbx, info.uuid, books.transfers, event.at, event.destination, event.kind,
+                                      event.reason, "failed" if event.error else "accepted", event.error)
+            self._submit_record(transfer)
+            self.webhooks.publish("call.transferred", call_transferred(transfer))
+        elif isinstance(event, Answered):
+            self.webhooks.publish("call.answered", call_answered(info, event.at))
 
     async def _close_books(self, call_uuid: str) -> None:
         books = self._books.pop(call_uuid, None)
@@ -360,3 +443,13 @@ class Controller:
         except RecordQueueFull:
             self.stats.records_refused += 1
             log.error("record queue full: a record was refused (database too slow or down for too long)")
+
+
+async def _done_before(task: asyncio.Task, event: asyncio.Event) -> bool:
+    """Wait for the task or the event; True when the task finished first (or at the same time)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    return task.done()

@@ -7,13 +7,17 @@ with verbs and an event stream, plus a `MediaPort` for the call's audio.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from controller.agent.conversation import AgentConfig, AgentResult
+    from controller.audio import Pcm
+    from controller.verbs.gather import GatherResult
+    from controller.verbs.record import RecordResult
 
 
 class CallGone(Exception):
@@ -60,6 +64,15 @@ class Transferred(CallEvent):
     kind: str = "blind"
     reason: str = ""
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """How an attended transfer ended: accepted means the caller and the consulted party are bridged."""
+
+    accepted: bool
+    outcome: str  # bridged | declined | busy | no_answer | failed
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,24 @@ class PlayResult:
     total_ms: int
     interrupted: bool
     first_frame_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptResult:
+    """How a say() or play() ended: what the caller heard of it, and what cut it short.
+
+    `interrupted_by` is "dtmf" (a key, which stays queued for the next gather), "speech" (the
+    caller started talking), "stopped" (something else stopped the audio: stop_playback, a PBX
+    that could not play the file), or None when it played to the end.
+    """
+
+    heard_ms: int
+    total_ms: int
+    interrupted_by: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupted_by is not None
 
 
 class MediaTap(Protocol):
@@ -206,10 +237,58 @@ class Call(Protocol):
 
     async def send_dtmf(self, digits: str) -> None: ...
 
-    async def transfer(self, destination: str, reason: str = "") -> None: ...
+    async def transfer(self, destination: str, reason: str = "", *, attended: bool = False,
+                       consult: Callable[[Call], Awaitable[bool]] | None = None,
+                       timeout_s: float = 30.0) -> TransferResult | None:
+        """Blind (None once the PBX took the call away) or attended: the caller on hold while `destination`
+        is dialled and consulted (controller.verbs.transfer), then bridged with it or taken back."""
+        ...
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None: ...
 
     def events(self) -> AsyncIterator[CallEvent]:
         """Every event of this call, in order, from the moment of the call."""
+        ...
+
+    # ------------------------------------------------------------ flow verbs (controller.verbs)
+
+    state: dict[str, Any]
+    """The flow's own notes about the call, stored with its record (JSON values only)."""
+
+    async def say(self, text: str, *, interruptible: bool = True) -> PromptResult:
+        """Speak `text` with the call's TTS. Interruptible: a key (kept for the next gather) or the
+        caller starting to talk stops it at once."""
+        ...
+
+    async def play(self, source: str | Path | Pcm, *, interruptible: bool = True) -> PromptResult:
+        """Play a WAV file or http(s) URL through voxgate (any rate), or a file only the PBX can read."""
+        ...
+
+    async def gather(self, prompt: str | Path | Pcm | None = None, *, max_digits: int | None = None,
+                     terminator: str = "#", timeout: float = 5.0, inter_digit_timeout: float = 3.0,
+                     overall_timeout: float | None = None, speech: bool = False,
+                     choices: dict[str, list[str]] | None = None, validate: Callable[[str], Any] | None = None,
+                     retries: int = 2, no_input_prompt: str | Path | Pcm | None = None,
+                     invalid_prompt: str | Path | Pcm | None = None, max_speech_s: float = 15.0) -> GatherResult:
+        """Ask (prompt) and take the caller's answer by keys and/or speech, with retries. Never raises for
+        what the caller does (no input, invalid input); raises CallGone when they hang up."""
+        ...
+
+    async def hold(self, music: str | Path | Pcm | None = None) -> None:
+        """Loop music (a gentle built-in tune by default) to the caller in the background until unhold()."""
+        ...
+
+    async def unhold(self) -> None: ...
+
+    async def record(self, *, max_s: float = 60.0, silence_s: float | None = 5.0, terminators: str = "#",
+                     beep: bool = True, path: str | Path | None = None, transcribe: bool = False) -> RecordResult:
+        """Record the caller until silence, a terminator key, max_s or hangup (which returns, not raises)."""
+        ...
+
+    def on_dtmf(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call `callback(digit)` (sync or async) for every key; returns a function that removes it."""
+        ...
+
+    def on_hangup(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call `callback(cause)` (sync or async) when the call ends; returns a function that removes it."""
         ...

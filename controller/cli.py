@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, demo, simulate, db, calls, turns, report, recording."""
+"""The `voxgate` command: serve, call, demo, simulate, db, calls, turns, report, recording."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from controller.flow_reload import FlowReloader
+    from controller.flows import FlowRegistry
 
 log = logging.getLogger("voxgate")
 
@@ -27,50 +31,129 @@ def _settings(args: argparse.Namespace, overrides: dict[str, str] | None = None)
         raise SystemExit(2) from None
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(level: str, fmt: str = "text") -> None:
+    from controller.logs import configure
+
+    configure(level, fmt)
 
 
-def _flows(module: str | None):
-    from controller.flows import builtin_flows
-
-    registry = builtin_flows()
-    if module:
-        import importlib
-
-        user = importlib.import_module(module)
-        register = getattr(user, "register", None)
-        if register is None:
-            raise SystemExit(f"voxgate: {module} has no register(registry) function")
-        register(registry)
-    return registry
+def _flow_modules(values: Sequence[str] | None) -> list[str]:
+    """--flows may be repeated, and each may be a comma list."""
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
-async def _serve(settings: Settings, flows_module: str | None) -> None:
+def _load_flows(modules: list[str], reloader: FlowReloader | None) -> FlowRegistry:
+    """The built-in flows plus the modules' @flow functions; a broken flow module stops start-up."""
+    from controller.flows import FlowError, load_flows
+
+    if "" not in sys.path and os.getcwd() not in sys.path:  # the console script does not add the working dir
+        sys.path.insert(0, os.getcwd())
+    try:
+        return reloader.load() if reloader is not None else load_flows(*modules)
+    except FlowError as exc:
+        print(f"voxgate: {exc}", file=sys.stderr)
+    except Exception:
+        log.exception("could not import the flow modules %s", ", ".join(modules))
+    raise SystemExit(2)
+
+
+def _show_flows(settings: Settings, flows: FlowRegistry) -> None:
+    from controller.routing import describe_routes
+
+    for flow in flows:
+        log.info("flow %s", flow.describe())
+    if settings.default_flow not in flows:
+        log.warning("default_flow %r is not a registered flow: calls that no dialplan variable or route "
+                    "sends elsewhere will fail", settings.default_flow)
+    for line in describe_routes(settings.routes, settings.default_flow):
+        log.info("%s", line)
+
+
+async def _serve(settings: Settings, modules: list[str], reload: bool) -> None:
     from controller.app import Controller
+    from controller.flow_reload import FlowReloader
+    from controller.flows import FlowError
     from controller.records.migrate import upgrade
 
+    reloader = FlowReloader(modules) if reload and modules else None
+    flows = _load_flows(modules, reloader)
     await asyncio.to_thread(upgrade, settings.database_url.reveal())
-    controller = Controller(settings, _flows(flows_module))
+    try:
+        controller = Controller(settings, flows)
+    except FlowError as exc:
+        print(f"voxgate: the route table names flows that are not registered:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _show_flows(settings, flows)
     await controller.start()
+    if reloader is not None:
+        reloader.start(controller.use_flows)
+        log.info("reloading %s when their files change", ", ".join(modules))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if reloader is not None:
+        await reloader.stop()
     log.info("stopping: letting %d call(s) finish", len(controller.calls))
     await controller.stop(drain_s=30)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_format)
     for line in settings.describe():
         log.info("setting %s", line)
     if settings.token_secret_ephemeral:
         log.warning("VOXGATE_TOKEN_SECRET is not set: using a random one for this process only")
-    asyncio.run(_serve(settings, args.flows))
+    asyncio.run(_serve(settings, _flow_modules(args.flows), args.reload))
     return 0
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """One outbound call with a controller of its own: dial, run the flow, report, exit 0 only if answered."""
+    settings = _settings(args)
+    _logging("DEBUG" if settings.log_level == "DEBUG" else "WARNING")  # the tries are printed below
+    return asyncio.run(_call(settings, args))
+
+
+async def _call(settings: Settings, args: argparse.Namespace) -> int:
+    from controller.app import Controller
+    from controller.dialer import DialError, OutboundCall
+    from controller.records.migrate import upgrade
+
+    request = OutboundCall(args.number, args.flow, caller_id_number=args.caller_id, caller_id_name=args.caller_name,
+                           variables=dict(args.var), trunks=tuple(args.trunk or ()), pbx=args.pbx or "",
+                           retries=args.retries, backoff_s=args.backoff, ring_timeout_s=args.ring_timeout)
+    controller = Controller(settings, _load_flows(_flow_modules(args.flows), None))
+    try:
+        controller.dialer.plan(request)  # bad input stops here, before anything starts or is dialled
+    except (ValueError, DialError) as exc:
+        print(f"voxgate call: {exc}", file=sys.stderr)
+        return 2
+    await asyncio.to_thread(upgrade, settings.database_url.reveal())
+    await controller.start()
+    try:
+        result = await controller.dialer.dial(request)
+        print(f"request {result.request_id}: {result.number} over {result.pbx}, flow {result.flow}")
+        for attempt in result.attempts:
+            seconds = (attempt.ended_at - attempt.started_at).total_seconds()
+            print(f"  try {attempt.attempt}  {attempt.trunk}  {attempt.outcome}  {attempt.cause}  {seconds:.1f} s"
+                  + (f"  call {attempt.call_uuid}" if attempt.call_uuid else ""))
+        if result.call is not None:
+            await result.finished()
+            print(f"call {result.call_uuid} ended: {result.call.hangup_cause or 'hung up'}")
+    finally:
+        await controller.stop()
+    print(f"outcome: {result.outcome}")
+    return 0 if result.answered else 1
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -98,7 +181,8 @@ def _purge(url: str, older_than: str | None) -> int:
         return 2
     erased = purge(url, age)
     print(f"older than {older_than}: erased the words of {erased.turns} turn(s) and {erased.tool_calls} tool call(s), "
-          f"{erased.dtmf} DTMF digit(s), {erased.recordings} recording(s); call records and latencies kept")
+          f"{erased.dtmf} DTMF digit(s), {erased.recordings} recording(s), the flow state of {erased.states} call(s); "
+          "call records and latencies kept")
     return 0
 
 
@@ -226,8 +310,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="take calls from FreeSWITCH")
-    serve.add_argument("--flows", help="python module with register(registry) adding your flows")
+    serve.add_argument("--flows", action="append", metavar="MODULE",
+                       help="python module whose @flow functions to serve (a package: with its submodules); "
+                            "repeat it or give a comma list")
+    serve.add_argument("--reload", action="store_true",
+                       help="development: re-import the --flows modules when their files change")
     serve.set_defaults(func=cmd_serve)
+
+    call = sub.add_parser("call", help="place one outbound call, run a flow on it, print every try and the outcome")
+    call.add_argument("number", help="E.164 (+15551230001), or national with VOXGATE_DEFAULT_REGION set")
+    call.add_argument("--flow", required=True, help="the flow the answered call runs")
+    call.add_argument("--caller-id", help="caller id number (default VOXGATE_CALLER_ID_NUMBER)")
+    call.add_argument("--caller-name", help="caller id name (default VOXGATE_CALLER_ID_NAME)")
+    call.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
+                      help="a channel variable the flow reads (repeatable)")
+    call.add_argument("--trunk", action="append", metavar="NAME", help="trunk to try, in order (repeatable; "
+                      "default VOXGATE_FREESWITCH_TRUNKS / VOXGATE_ASTERISK_TRUNKS)")
+    call.add_argument("--pbx", choices=["freeswitch", "asterisk"], help="default: FreeSWITCH when "
+                      "VOXGATE_ESL_INBOUND is set, else Asterisk")
+    call.add_argument("--retries", type=int, help="passes over the trunks after the first (VOXGATE_DIAL_RETRIES)")
+    call.add_argument("--backoff", type=float, metavar="SECONDS", help="wait before the second pass "
+                      "(VOXGATE_DIAL_BACKOFF_S)")
+    call.add_argument("--ring-timeout", type=int, metavar="SECONDS", help="VOXGATE_DIAL_RING_TIMEOUT_S")
+    call.add_argument("--flows", action="append", metavar="MODULE", help="python module with @flow functions")
+    call.set_defaults(func=cmd_call)
 
     demo = sub.add_parser("demo", help="a simulated caller talks to the AI agent (embedded engines, no PBX)")
     demo.add_argument("--heard", default="var/demo-heard.wav", help="where to save what the caller heard")

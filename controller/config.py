@@ -24,6 +24,9 @@ from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from controller.routing import Route, RouteError, parse_routes
+from controller.webhooks import WebhookConfigError, WebhookEndpoint, parse_endpoints
+
 ENV_PREFIX = "VOXGATE_"
 CONFIG_ENV = "VOXGATE_CONFIG"
 TOML_TABLE = "voxgate"
@@ -88,6 +91,8 @@ class Settings:
     media_ws_password: Secret | None = None  # HTTP Basic password in websocket_client.conf
     asterisk_transfer_context: str = "voxgate-transfer"  # transfer(destination) = Redirect to destination@this
     asterisk_timezone: str = ""  # the Asterisk host's zone (Cdr times carry none); "" = this host's
+    # channel variables voxgate reads (Getvar) when an Asterisk call arrives: Asterisk sends none with it
+    asterisk_variables: str = "voxgate_digit_timeout,voxgate_record"
     ws_port: int = 8090  # mod_audio_fork WebSocket server
     ws_public_url: str = ""  # how FreeSWITCH reaches the WebSocket server; "" = derived
     audio_fork_mode: str = "streaming"  # streaming: jambonz bidirectional; classic: drachtio playAudio
@@ -104,8 +109,11 @@ class Settings:
     recordings_dir: str = "var/recordings"
     recording_keys: Secret | None = None  # "id:base64key[,old-id:base64key]": the first encrypts, all decrypt
     default_flow: str = "greeting"
+    routes: tuple[Route, ...] = ()  # [[voxgate.routes]] or VOXGATE_ROUTES (JSON): number/caller id -> flow
+    webhooks: tuple[WebhookEndpoint, ...] = ()  # [[voxgate.webhooks]] or VOXGATE_WEBHOOKS (JSON): url, secret, events
     max_ws_message: int = 65536
     log_level: str = "INFO"
+    log_format: str = "text"  # text, or json: one object per line, for log shippers; both name the call
     tmp_dir: str = "var/tmp"
     stt: str = "whisper"  # whisper (embedded) | deepgram
     llm: str = "grounded"  # grounded (embedded) | llama (the 'llm' extra) | openai (any compatible server)
@@ -118,6 +126,25 @@ class Settings:
     deepgram_url: str = "wss://api.deepgram.com/v1/listen"
     deepgram_api_key: Secret | None = None
     preload_engines: bool = True  # load the embedded models at start-up, not on the first call
+    # outbound calls (controller.dialer, `voxgate call`): trunks are tried in order, each pass after a backoff
+    freeswitch_trunks: str = ""  # sofia gateway names, comma-separated: "carrier_a,carrier_b"
+    freeswitch_dial_string: str = "sofia/gateway/{trunk}/{number}"  # {number} E.164, {digits} without the +
+    esl_outbound_host: str = ""  # how FreeSWITCH's socket app reaches voxgate for dialled calls; "" = bind_host
+    asterisk_trunks: str = ""  # comma-separated; each fills {trunk} of asterisk_dial_string
+    asterisk_dial_string: str = "PJSIP/{number}@{trunk}"
+    asterisk_outbound_context: str = "voxgate-outbound"  # where an answered call goes (dialplan/asterisk)
+    default_region: str = ""  # ISO code (US, GB, ...) for numbers given without +; "" = only +E.164 numbers
+    number_check: str = "valid"  # valid: a range the country assigned; possible: the length only (labs)
+    caller_id_number: str = ""  # what the called party sees unless the call gives its own
+    caller_id_name: str = ""
+    dial_retries: int = 2  # passes over the trunk list after the first
+    dial_backoff_s: float = 60.0  # wait before the second pass; times dial_backoff_factor before each next
+    dial_backoff_factor: float = 2.0
+    dial_backoff_max_s: float = 900.0
+    dial_ring_timeout_s: int = 30
+    api: bool = False  # serve the HTTP API (controller.http_api) on bind_host:api_port
+    api_port: int = 8088  # 0 = ephemeral
+    api_token: Secret | None = None  # the bearer token every API request carries; required when api is true
     token_secret_ephemeral: bool = False  # set by load_settings, not configurable
 
     @property
@@ -135,6 +162,11 @@ class Settings:
             return ZoneInfo(self.asterisk_timezone)
         return datetime.now().astimezone().tzinfo or UTC
 
+    def trunks(self, pbx: str) -> tuple[str, ...]:
+        """The trunks outbound calls try on `pbx` ("freeswitch" or "asterisk"), in order."""
+        names = self.freeswitch_trunks if pbx == "freeswitch" else self.asterisk_trunks
+        return tuple(name for name in names.split(",") if name)
+
     @property
     def database_url_redacted(self) -> str:
         return redact_url(self.database_url.reveal())
@@ -150,6 +182,8 @@ class Settings:
                 shown = self.database_url_redacted
             elif f.name == "ws_public_url" and not value:
                 shown = f"{self.audio_fork_base_url} (derived)"
+            elif f.name == "routes":
+                shown = f"{len(value)} route(s)"
             elif isinstance(value, Secret):
                 shown = MASK
             elif value is None:
@@ -236,6 +270,16 @@ def _coerce(kind: Any, value: Any) -> Any:
         if isinstance(value, str):
             return Secret(value)
         raise _Invalid(f"expected a string, got {_type_name(value)}")
+    if kind == tuple[Route, ...]:
+        try:
+            return parse_routes(value)
+        except RouteError as exc:
+            raise _Invalid(*exc.problems) from None
+    if kind == tuple[WebhookEndpoint, ...]:
+        try:
+            return parse_endpoints(value)
+        except WebhookConfigError as exc:
+            raise _Invalid(*exc.problems) from None
     raise TypeError(f"no coercion for {kind!r}")
 
 
@@ -359,6 +403,64 @@ def _timezone(value: str) -> str:
     return value
 
 
+def _trunk_list(value: str) -> str:
+    names = [name.strip() for name in value.split(",")] if value else []
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise _Invalid(f"trunk names are 1-64 characters of A-Z a-z 0-9 _ . -, got {_show(name)}")
+    if len(set(names)) < len(names):
+        raise _Invalid(f"names a trunk twice: {_show(value)}")
+    return ",".join(names)
+
+
+def _variable_list(value: str) -> str:
+    names = [name.strip() for name in value.split(",")] if value else []
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,79}", name):
+            raise _Invalid(f"channel variable names are letters, digits and _, got {_show(name)}")
+    return ",".join(dict.fromkeys(names))
+
+
+def _dial_string(technology: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        from controller.originate import check_dial_string
+
+        try:
+            check_dial_string(value, technology)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        return value
+    return check
+
+
+def _region(value: str) -> str:
+    from controller.phone_numbers import check_region
+
+    try:
+        return check_region(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _caller_id_number(value: str) -> str:
+    if value and not re.fullmatch(r"\+?[0-9*#]{1,32}", value):
+        raise _Invalid(f"must be digits (an optional leading +), got {_show(value)}")
+    return value
+
+
+def _caller_id_name(value: str) -> str:
+    from controller.originate import check_variable_value
+
+    try:
+        return check_variable_value("caller_id_name", value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _optional_host(value: str) -> str:
+    return _host(value) if value else value
+
+
 def _recording_keys(value: Secret) -> Secret:
     from controller.records.recording import parse_keys
 
@@ -388,6 +490,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "default_flow": _not_blank,
     "max_ws_message": _in_range(1024, 16 * 1024 * 1024),
     "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR", case=str.upper),
+    "log_format": _one_of("text", "json"),
     "tmp_dir": _not_blank,
     "journal_dir": _not_blank,
     "redact_patterns": _redact_patterns,
@@ -401,6 +504,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "media_ws_username": _not_blank,
     "media_ws_password": _nonempty_secret,
     "asterisk_transfer_context": _not_blank,
+    "asterisk_variables": _variable_list,
     "asterisk_timezone": _timezone,
     "recording_keys": _recording_keys,
     "stt": _one_of("whisper", "deepgram"),
@@ -411,6 +515,23 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "openai_model": _not_blank,
     "deepgram_url": _not_blank,
     "deepgram_api_key": _nonempty_secret,
+    "freeswitch_trunks": _trunk_list,
+    "freeswitch_dial_string": _dial_string("freeswitch"),
+    "esl_outbound_host": _optional_host,
+    "asterisk_trunks": _trunk_list,
+    "asterisk_dial_string": _dial_string("asterisk"),
+    "asterisk_outbound_context": _instance_id,
+    "default_region": _region,
+    "number_check": _one_of("valid", "possible"),
+    "caller_id_number": _caller_id_number,
+    "caller_id_name": _caller_id_name,
+    "dial_retries": _in_range(0, 20),
+    "dial_backoff_s": _in_range(0, 86400),
+    "dial_backoff_factor": _in_range(1, 10),
+    "dial_backoff_max_s": _in_range(0, 86400),
+    "dial_ring_timeout_s": _in_range(1, 600),
+    "api_port": _PORT,
+    "api_token": _token_secret,
 }
 _DEFAULTS = Settings()
 _SETTABLE = tuple(f.name for f in fields(Settings) if f.name != "token_secret_ephemeral")
@@ -492,7 +613,16 @@ def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
                       "unencrypted); make one with `voxgate recording new-key`"))
     if values.get("stt") == "deepgram" and values.get("deepgram_api_key") is None:
         found.append(("deepgram_api_key", "required when stt is deepgram"))
+    if values.get("api") and "api_token" in values and values["api_token"] is None:
+        found.append(("api_token", "required when api is true; generate one with "
+                      "python -c 'import secrets; print(secrets.token_urlsafe(32))'"))
+    if values.get("api") and values.get("api_port") and values["api_port"] in (ws_port, esl_port):
+        found.append(("api_port", f"is the same as another listening port ({values['api_port']})"))
     bind_host = values.get("bind_host")
+    if (values.get("freeswitch_trunks") and values.get("esl_outbound_host") == ""
+            and bind_host not in (None, "localhost") and ipaddress.ip_address(bind_host).is_unspecified):
+        found.append(("esl_outbound_host", f"required when bind_host is {bind_host} and freeswitch_trunks are set: "
+                      "FreeSWITCH's socket application cannot connect to a wildcard address"))
     if (values.get("ws_public_url") == "" and bind_host not in (None, "localhost")
             and ipaddress.ip_address(bind_host).is_unspecified):
         found.append(("ws_public_url", f"required when bind_host is {bind_host}: "
@@ -525,8 +655,8 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None 
         try:
             if value is not None:  # only an unset optional default is None
                 value = _VALIDATORS.get(name, lambda v: v)(_coerce(hints[name], value))
-        except _Invalid as exc:
-            problems.append(f"{subjects[name]}: {exc}")
+        except _Invalid as exc:  # one problem per argument (a route table can have several)
+            problems += [f"{subjects[name]}: {why}" for why in exc.args]
             continue
         values[name] = value
 

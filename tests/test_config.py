@@ -420,3 +420,48 @@ def test_redaction_patterns_are_checked_at_load():
         load_settings({"VOXGATE_REDACT_PATTERNS": '{"bad": "("}'})
     with pytest.raises(ConfigError, match="JSON object"):
         load_settings({"VOXGATE_REDACT_PATTERNS": '["x"]'})
+
+
+# --- the route table ----------------------------------------------------------------------------
+
+def test_routes_from_the_toml_table_and_from_json_in_the_env(tmp_path):
+    from controller.routing import Route
+
+    path = _toml(tmp_path, r'''
+[voxgate]
+default_flow = "greeting"
+
+[[voxgate.routes]]
+destination = "5000"
+flow = "sales"
+
+[[voxgate.routes]]
+caller = '\+44.*'
+flow = "uk_support"
+''')
+    settings = load_settings({}, path)
+    assert settings.routes == (Route("sales", "5000"), Route("uk_support", caller=r"\+44.*"))
+    assert "routes = 2 route(s)" in settings.describe()
+    env = {"VOXGATE_ROUTES": '[{"destination": "6000", "flow": "support"}]'}
+    assert load_settings(env, path).routes == (Route("support", "6000"),)  # the environment wins, whole
+    assert load_settings({}).routes == ()
+
+
+def test_every_route_problem_is_its_own_line_naming_where(tmp_path):
+    path = _toml(tmp_path, '''
+[[voxgate.routes]]
+destination = "5["
+flow = "sales"
+
+[[voxgate.routes]]
+destinaton = "5000"
+
+[voxgate]
+ws_port = "x"
+''')
+    message = _problems(path=path)
+    assert f"routes in {path}: route 1: destination '5[' is not a valid regular expression" in message
+    assert f"routes in {path}: route 2: unknown key 'destinaton' (did you mean destination?)" in message
+    assert f"routes in {path}: route 2: needs a flow" in message
+    assert f"ws_port in {path}: expected an integer" in message
+    assert "VOXGATE_ROUTES: not valid JSON" in _problems({"VOXGATE_ROUTES": "destination=5000"})

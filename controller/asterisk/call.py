@@ -9,7 +9,9 @@ event, which may arrive before or after `Hangup`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
@@ -30,9 +32,9 @@ MEDIA_KINDS = ("audiosocket", "websocket")
 _UP = "6"  # ChannelState of an answered channel
 
 
-def call_info_from_event(event: AmiEvent, default_flow: str) -> CallInfo:
-    """CallInfo from the dialplan's VoxgateCall UserEvent (standard channel fields plus ours)."""
-    flow = (event.get("Flow") or "").strip() or default_flow
+def call_info_from_event(event: AmiEvent) -> CallInfo:
+    """CallInfo from the dialplan's VoxgateCall UserEvent (standard channel fields plus ours); flow may be ""."""
+    flow = (event.get("Flow") or "").strip()
     return CallInfo(
         uuid=event.get("Uniqueid") or "", pbx="asterisk", direction="inbound",
         caller_id_name=_known(event.get("CallerIDName")), caller_id_number=_known(event.get("CallerIDNum")),
@@ -106,6 +108,23 @@ class AsteriskCall(AdapterCall):
                     raise
         raise CallGone(self.hangup_cause or "the call's media connection closed")
 
+    async def load_variables(self, names: Sequence[str], timeout_s: float = 2.0) -> None:
+        """Fill info.variables with the channel variables the dialplan set: the UserEvent carries none."""
+        async def one(name: str) -> tuple[str, str | None]:
+            try:
+                return name, await self._ami.getvar(self.channel, name)
+            except AmiError as exc:
+                log.warning("call %s: Getvar %s failed: %s", self.info.uuid, name, exc)
+                return name, None
+        try:
+            found = await asyncio.wait_for(asyncio.gather(*(one(name) for name in names)), timeout_s)
+        except TimeoutError:
+            log.warning("call %s: channel variables not read within %.1f s", self.info.uuid, timeout_s)
+            return
+        for name, value in found:
+            if value is not None:
+                self.info.variables.setdefault(name, value)
+
     def control_lost(self, reason: str) -> None:
         """AMI is gone and the channel was not found after reconnecting: the call is over for voxgate."""
         if not self._ended.is_set():
@@ -148,7 +167,7 @@ class AsteriskCall(AdapterCall):
             await self._action("PlayDTMF", self._ami.play_dtmf(self.channel, digit))
         self._emit(DtmfSent(datetime.now(UTC), digits))
 
-    async def transfer(self, destination: str, reason: str = "") -> None:
+    async def blind_transfer(self, destination: str, reason: str = "") -> None:
         """Blind transfer: Redirect the channel to `destination` in the transfer context; its media leaves voxgate."""
         if not destination or any(c.isspace() or c in ",|" for c in destination):
             raise ValueError(f"bad transfer destination {destination!r}")
@@ -160,6 +179,16 @@ class AsteriskCall(AdapterCall):
         self.transferred_to = destination
         self.media.close()
         self._emit(Transferred(datetime.now(UTC), destination, reason=reason))
+
+    async def bridge(self, other: AdapterCall, destination: str) -> None:
+        """AMI Bridge: both channels leave their media applications for a bridge; voxgate lets go of both."""
+        if not isinstance(other, AsteriskCall):
+            raise ValueError("an Asterisk call can only be bridged with another Asterisk call")
+        other._check_alive()
+        await self._action("Bridge", self._ami.bridge(self.channel, other.channel))
+        self.transferred_to, other.transferred_to = destination, self.info.uuid
+        for call in (self, other):
+            call.media.close()
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._ended.is_set():
@@ -177,14 +206,14 @@ class AsteriskCall(AdapterCall):
         if cdr is None:
             return super().call_record(outcome, error)
         info = self.info
-        return CallRecord(
+        return self._with_state(CallRecord(
             pbx="asterisk", call_uuid=info.uuid, direction=info.direction,
             caller_id_name=info.caller_id_name, caller_id_number=info.caller_id_number or cdr.source,
             destination=info.destination or cdr.destination, started_at=cdr.start, answered_at=cdr.answer,
             ended_at=cdr.end, duration_s=cdr.duration, billsec=cdr.billable_seconds,
             hangup_cause=self.hangup_cause or _disposition_cause(cdr.disposition), flow=info.flow,
             outcome=outcome, error=error,
-            variables={**info.variables, "disposition": cdr.disposition, "last_application": cdr.last_application})
+            variables={**info.variables, "disposition": cdr.disposition, "last_application": cdr.last_application}))
 
 
 def _disposition_cause(disposition: str) -> str:

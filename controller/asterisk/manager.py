@@ -474,6 +474,10 @@ class AmiClient:
         await self._command("Redirect", {"Channel": channel, "Context": context, "Exten": exten,
                                          "Priority": priority})
 
+    async def bridge(self, channel1: str, channel2: str, *, tone: bool = False) -> None:
+        """Bridge two channels (Tone: no plays nothing to channel2 first); both leave their applications."""
+        await self._command("Bridge", {"Channel1": channel1, "Channel2": channel2, "Tone": "yes" if tone else "no"})
+
     async def setvar(self, channel: str | None, name: str, value: str) -> None:
         """Set a channel variable (or a global one with channel None)."""
         await self._command("Setvar", {"Channel": channel, "Variable": name, "Value": value})

@@ -60,6 +60,8 @@ class AsteriskPbx:
         self._calls: dict[str, AsteriskCall] = {}     # by the caller channel's Uniqueid
         self._ports: dict[str, MediaPort] = {}        # by VoxgateId, until the call ends
         self._announced: dict[str, asyncio.Event] = {}
+        self._early: dict[str, list[AmiEvent]] = {}   # events of calls not adopted yet (variables loading)
+        self._variables = tuple(name for name in settings.asterisk_variables.split(",") if name)
 
     async def start(self) -> None:
         host = self._settings.bind_host
@@ -83,11 +85,15 @@ class AsteriskPbx:
         call = self._calls.get(event.get("Uniqueid") or "")
         if call is None:
             return
-        self._controller.audit(call.info.uuid, event.name, audit_payload(event))
+        early = self._early.get(call.info.uuid)
+        if early is not None:
+            early.append(event)
+        else:
+            self._controller.audit(call.info.uuid, event.name, audit_payload(event))
         call.handle_event(event)
 
     def _announce(self, event: AmiEvent) -> None:
-        info = call_info_from_event(event, self._settings.default_flow)
+        info = call_info_from_event(event)
         voxgate_id, media_kind = info.variables["voxgate_id"], info.variables["voxgate_media"]
         if not info.uuid or not voxgate_id or info.uuid in self._calls or voxgate_id in self._ports:
             log.error("Asterisk: ignored a VoxgateCall event without a new Uniqueid and VoxgateId (%s, %s)",
@@ -99,14 +105,21 @@ class AsteriskPbx:
                             cdr_tz=self._cdr_tz)
         self._calls[info.uuid] = call
         self._ports[voxgate_id] = port
-        self._controller.adopt(call)
+        self._early[info.uuid] = []
         self._announced.setdefault(voxgate_id, asyncio.Event()).set()
         self._controller.spawn(self._run(call, voxgate_id))
 
     async def _run(self, call: AsteriskCall, voxgate_id: str) -> None:
         try:
+            # The flow, routing and recording choices read the dialplan's variables: fetch them first,
+            # and keep the events that arrive meanwhile for the audit trail.
+            await call.load_variables(self._variables)
+            self._controller.adopt(call)
+            for event in self._early.pop(call.info.uuid, []):
+                self._controller.audit(call.info.uuid, event.name, audit_payload(event))
             await self._controller.run_call(call)
         finally:
+            self._early.pop(call.info.uuid, None)
             self._calls.pop(call.info.uuid, None)
             self._ports.pop(voxgate_id, None)
             self._announced.pop(voxgate_id, None)

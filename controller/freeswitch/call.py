@@ -31,19 +31,25 @@ AUDIT_HEADERS = (
 )
 
 
-def call_info_from_channel(data: dict[str, str], default_flow: str) -> CallInfo:
-    """CallInfo from channel data (outbound connect reply, CHANNEL_PARK, ...)."""
+def call_info_from_channel(data: dict[str, str]) -> CallInfo:
+    """CallInfo from channel data (outbound connect reply, CHANNEL_PARK, ...); flow is the dialplan's, if any."""
     variables = {k[len("variable_"):]: v for k, v in data.items() if k.startswith("variable_")}
     created = data.get("Caller-Channel-Created-Time", "0")
-    started = datetime.fromtimestamp(int(created) / 1e6, UTC) if created.isdigit() and created != "0" else None
+    started = _micros(created)
     return CallInfo(
         uuid=data.get("Unique-ID", ""), pbx="freeswitch",
         direction=data.get("Call-Direction", "inbound"),
         caller_id_name=data.get("Caller-Caller-ID-Name", ""),
         caller_id_number=data.get("Caller-Caller-ID-Number", ""),
         destination=data.get("Caller-Destination-Number", ""),
-        flow=variables.get("voxgate_flow") or default_flow, variables=variables,
-        started_at=started or datetime.now(UTC))
+        flow=variables.get("voxgate_flow", "").strip(), variables=variables,
+        started_at=started or datetime.now(UTC),
+        answered_at=_micros(data.get("Caller-Channel-Answered-Time", "0")))  # the dialplan may have answered
+
+
+def _micros(value: str) -> datetime | None:
+    """A FreeSWITCH microsecond timestamp header; None for 0 (not happened) or garbage."""
+    return datetime.fromtimestamp(int(value) / 1e6, UTC) if value.isdigit() and value != "0" else None
 
 
 def audit_payload(event: EslEvent) -> dict:
@@ -210,7 +216,7 @@ class FreeSwitchCall(AdapterCall):
         await self._api(f"uuid_send_dtmf {self.info.uuid} {digits}")
         self._emit(DtmfSent(datetime.now(UTC), digits))
 
-    async def transfer(self, destination: str, reason: str = "") -> None:
+    async def blind_transfer(self, destination: str, reason: str = "") -> None:
         if not destination or any(c.isspace() for c in destination):
             raise ValueError(f"bad transfer destination {destination!r}")
         try:
@@ -218,12 +224,33 @@ class FreeSwitchCall(AdapterCall):
             await self._api(fork.stop_command(self.info.uuid))
             self.media.close()
             await self._api(f"uuid_setvar {self.info.uuid} voxgate_flow")
+            # Set before the command: the channel leaving the socket can end the call (and cancel
+            # the flow) before the reply is read, and the CDR must still say where it went.
+            self.transferred_to = destination
             await self._api(f"uuid_transfer {self.info.uuid} {destination}")
         except (CommandFailed, CallGone) as exc:
+            if isinstance(exc, CommandFailed):
+                self.transferred_to = None
             self._emit(Transferred(datetime.now(UTC), destination, reason=reason, error=str(exc) or "call gone"))
             raise
-        self.transferred_to = destination
         self._emit(Transferred(datetime.now(UTC), destination, reason=reason))
+
+    async def bridge(self, other: AdapterCall, destination: str) -> None:
+        """uuid_bridge: both channels leave their sockets for a bridge of their own; voxgate's audio forks
+        stop first, as for a blind transfer, and the dialplan is not to take them back."""
+        if not isinstance(other, FreeSwitchCall):
+            raise ValueError("a FreeSWITCH call can only be bridged with another FreeSWITCH call")
+        for call in (self, other):
+            await call._api(fork.stop_command(call.info.uuid))
+            call.media.close()
+            await call._api(f"uuid_setvar {call.info.uuid} voxgate_flow")
+        # set before the command, as for uuid_transfer: leaving the socket may end the calls before the reply
+        self.transferred_to, other.transferred_to = destination, self.info.uuid
+        try:
+            await self._api(f"uuid_bridge {self.info.uuid} {other.info.uuid}")
+        except CommandFailed:
+            self.transferred_to = other.transferred_to = None
+            raise
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._ended.is_set():
@@ -253,7 +280,7 @@ class FreeSwitchCall(AdapterCall):
             try:
                 record = call_record_from_hangup(self.hangup_headers, flow=self.info.flow, outcome=outcome,
                                                  error=error)
-                return replace(record, variables={**self.info.variables, **record.variables})
+                return self._with_state(replace(record, variables={**self.info.variables, **record.variables}))
             except ValueError as exc:
                 log.error("call %s: unusable CHANNEL_HANGUP_COMPLETE (%s); recording what is known",
                           self.info.uuid, exc)

@@ -183,8 +183,33 @@ class RecordingRecord:
         _require_aware(self.started_at)
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryRecord:
+    """One try to deliver a webhook event to one endpoint, keyed by (delivery_id, attempt).
+
+    Attempt 0 is a delivery dropped before its first try; `final` marks the row that ends a delivery
+    (a later submission of the same attempt replaces it, to mark it final when retries are given up).
+    """
+
+    delivery_id: str
+    attempt: int
+    event_id: str
+    event_type: str
+    endpoint: str                 # the endpoint's name (its host by default), never the URL with its query
+    at: datetime
+    status_code: int | None       # None: no HTTP answer (network error, timeout, dropped)
+    error: str | None
+    duration_ms: float
+    final: bool
+    pbx: str | None = None        # the call the event is about, when it is about one
+    call_uuid: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at)
+
+
 Record = (CallRecord | EventRecord | TurnRecord | DtmfRecord | ToolCallRecord | TransferRecord | RecordingRecord
-          | CallAttemptRecord)
+          | CallAttemptRecord | WebhookDeliveryRecord)
 
 
 def tool_call_records(turn: TurnRecord) -> list[ToolCallRecord]:

@@ -19,13 +19,13 @@ from typing import Any
 
 from controller.records.cdr import (
     CallAttemptRecord, CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord,
-    TurnRecord,
+    TurnRecord, WebhookDeliveryRecord,
 )
 
 _KINDS: dict[str, type[Record]] = {
     "call": CallRecord, "event": EventRecord, "turn": TurnRecord, "dtmf": DtmfRecord,
     "tool_call": ToolCallRecord, "transfer": TransferRecord, "recording": RecordingRecord,
-    "call_attempt": CallAttemptRecord,
+    "call_attempt": CallAttemptRecord, "webhook_delivery": WebhookDeliveryRecord,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 _TIMES = {cls: {f.name for f in fields(cls) if "datetime" in str(f.type)} for cls in _KINDS.values()}

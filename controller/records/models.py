@@ -1,5 +1,5 @@
 """The record tables: one row per call (the CDR), per call event, per conversation turn, per DTMF digit,
-per tool call, per transfer and per recording, and one per try of an outbound call.
+per tool call, per transfer and per recording, and one per try of an outbound call or of a webhook delivery.
 
 The same models serve SQLite (a single box) and PostgreSQL (a fleet). Rows are keyed by
 the natural key (pbx, call_uuid) so that writes are idempotent upserts and events can
@@ -248,3 +248,25 @@ class CallAttemptRow(Base):
     outcome: Mapped[str] = mapped_column(String())
     cause: Mapped[str] = mapped_column(String())
     call_uuid: Mapped[str | None] = mapped_column(String())  # the answered attempt's call
+
+
+class WebhookDeliveryRow(Base):
+    """One try to deliver a webhook event to one endpoint; the row with `final` set says how it ended."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt"), Index(None, "at"), Index(None, "event_id"),
+                      Index(None, "call_uuid"))
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String())
+    attempt: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String())
+    event_type: Mapped[str] = mapped_column(String())
+    endpoint: Mapped[str] = mapped_column(String())
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    final: Mapped[bool] = mapped_column(Boolean)
+    pbx: Mapped[str | None] = mapped_column(String())
+    call_uuid: Mapped[str | None] = mapped_column(String())

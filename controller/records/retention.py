@@ -3,6 +3,7 @@
 A purged turn keeps its speaker, times, interruption flag and latencies (so reports over old
 periods still work) and loses its words: text and heard text, tool-call arguments and results.
 DTMF rows keep their time and direction and lose the digit. Recordings lose their file and row.
+A call keeps its CDR and loses `state`, what its flow kept about it: that may be personal data too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, delete, or_, select, update
+from sqlalchemy import JSON, Connection, create_engine, delete, null, or_, select, update
 from sqlalchemy.pool import NullPool
 
 from controller.records.dtmf_log import MASKED
-from controller.records.models import DtmfRow, RecordingRow, ToolCallRow, TurnRow
+from controller.records.models import CallRow, DtmfRow, RecordingRow, ToolCallRow, TurnRow
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,13 @@ class Purged:
     tool_calls: int
     dtmf: int
     recordings: int
+    states: int  # calls whose flow state was erased
 
 
 def purge(database_url: str, older_than: timedelta, now: datetime | None = None) -> Purged:
-    """Erase the words, digits and recordings of everything before now - older_than."""
+    """Erase the words, digits, recordings and flow states of everything before now - older_than."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    turns, tools, dtmf = TurnRow.__table__, ToolCallRow.__table__, DtmfRow.__table__
+    turns, tools, dtmf, calls = TurnRow.__table__, ToolCallRow.__table__, DtmfRow.__table__, CallRow.__table__
     engine = create_engine(database_url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
@@ -63,6 +65,9 @@ def purge(database_url: str, older_than: timedelta, now: datetime | None = None)
                     update(dtmf).where(dtmf.c.at < cutoff).where(dtmf.c.digit != MASKED)
                     .values(digit=MASKED)).rowcount,
                 recordings=_purge_recordings(connection, cutoff),
+                states=connection.execute(  # "no state" is stored as the JSON document null: skip those
+                    update(calls).where(calls.c.started_at < cutoff).where(calls.c.state.is_not(None))
+                    .where(calls.c.state != JSON.NULL).values(state=null())).rowcount,
             )
     finally:
         engine.dispose()

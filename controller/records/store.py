@@ -25,11 +25,11 @@ from sqlalchemy.pool import NullPool
 
 from controller.records.cdr import (
     CallAttemptRecord, CallRecord, DtmfRecord, EventRecord, Record, RecordingRecord, ToolCallRecord, TransferRecord,
-    TurnRecord,
+    TurnRecord, WebhookDeliveryRecord,
 )
 from controller.records.journal import Journal, JournalError, encode
 from controller.records.models import (
-    CallAttemptRow, CallEventRow, CallRow, DtmfRow, RecordingRow, ToolCallRow, TransferRow, TurnRow,
+    CallAttemptRow, CallEventRow, CallRow, DtmfRow, RecordingRow, ToolCallRow, TransferRow, TurnRow, WebhookDeliveryRow,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ _KINDS: dict[type[Record], _Kind] = {
     # a recording closed after a crash (complete=False) is replaced when the file is finished later
     RecordingRecord: _Kind(RecordingRow.__table__, ("pbx", "call_uuid", "seq"), replaces=True),
     CallAttemptRecord: _Kind(CallAttemptRow.__table__, ("request_id", "attempt"), replaces=False),
+    # replaced when the dispatcher gives up retrying after that attempt: the row becomes final
+    WebhookDeliveryRecord: _Kind(WebhookDeliveryRow.__table__, ("delivery_id", "attempt"), replaces=True),
 }
 
 

@@ -7,15 +7,19 @@ unknown command does in FreeSWITCH.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from controller.simulator.audio_fork import (
     DEFAULT_BUGNAME, FORK_API_MAX_ARGS, AudioForkBug, parse_start_args, split_api_args,
 )
+from controller.simulator.caller import run_script
+from controller.simulator.callee import Answer, ring
 from controller.simulator.events import VERSION_BANNER, VERSION_SHORT
 
 if TYPE_CHECKING:
@@ -79,6 +83,10 @@ async def _uuid_kill(switch: FakeFreeSwitch, arg: str) -> str:
     argv = arg.split()
     if not argv:
         return "-USAGE: <uuid> [cause]\n"
+    ringing = switch.ringing.get(argv[0])
+    if ringing is not None:  # an originate's leg that has not answered yet: the originate is cancelled
+        ringing.set()
+        return "+OK\n"
     channel = switch.channels.get(argv[0])
     if channel is None or channel.hung_up:
         return NO_CHANNEL
@@ -132,6 +140,18 @@ async def _uuid_transfer(switch: FakeFreeSwitch, arg: str) -> str:
     return "+OK\n"
 
 
+async def _uuid_bridge(switch: FakeFreeSwitch, arg: str) -> str:
+    argv = arg.split()
+    if len(argv) != 2:
+        return "-USAGE: <uuid> <other_uuid>\n"
+    for uuid in argv:
+        channel = switch.channels.get(uuid)
+        if channel is None or channel.hung_up:
+            return f"-ERR Invalid uuid {uuid}\n"
+    switch.bridge(switch.channels[argv[0]], switch.channels[argv[1]])
+    return f"+OK {argv[0]}\n"
+
+
 async def _uuid_getvar(switch: FakeFreeSwitch, arg: str) -> str:
     argv = arg.split()
     if len(argv) < 2:
@@ -174,7 +194,8 @@ async def _show(switch: FakeFreeSwitch, arg: str) -> str:
 
 
 async def _originate(switch: FakeFreeSwitch, arg: str) -> str:
-    argv = arg.split()
+    """loopback/<dest> answers at once; sofia/gateway/<gw>/<number> rings its scripted callee first."""
+    argv = split_args(arg)
     if not 2 <= len(argv) <= 7:
         return ORIGINATE_USAGE
     url, exten = argv[0], argv[1]
@@ -186,19 +207,93 @@ async def _originate(switch: FakeFreeSwitch, arg: str) -> str:
             name, _, value = item.partition("=")
             variables[name.strip()] = value.strip().strip("'")
     endpoint = url.split("/")
-    if endpoint[0] != "loopback" or len(endpoint) < 2 or not endpoint[1]:
-        return "-ERR CHAN_NOT_IMPLEMENTED\n"
     app, app_arg = "park", None
     app_match = re.fullmatch(r"&([\w-]+)(?:\((.*)\))?", exten)
     if app_match:
         app, app_arg = app_match.group(1), app_match.group(2) or None
+    leg = _Leg(variables, app, app_arg,
+               variables.get("origination_caller_id_number") or (argv[5] if len(argv) > 5 else "0000000000"),
+               variables.get("origination_caller_id_name") or (argv[4] if len(argv) > 4 else ""))
+    if endpoint[0] == "sofia" and switch.gateways:
+        return await _originate_gateway(switch, endpoint, leg)
+    if endpoint[0] != "loopback" or len(endpoint) < 2 or not endpoint[1]:
+        return "-ERR CHAN_NOT_IMPLEMENTED\n"
     codec = re.fullmatch(r"L16@(\d+)h", variables.get("loopback_initial_codec", ""))
     channel = switch.originate(
         destination=endpoint[1], variables=variables, app=app, app_arg=app_arg,
-        caller_id_number=variables.get("origination_caller_id_number") or (argv[5] if len(argv) > 5 else "0000000000"),
-        caller_id_name=variables.get("origination_caller_id_name") or (argv[4] if len(argv) > 4 else ""),
+        caller_id_number=leg.caller_id_number, caller_id_name=leg.caller_id_name,
         sample_rate=int(codec.group(1)) if codec else 8000)
     return f"+OK {channel.uuid}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """What an originate asks of its leg, whatever the endpoint."""
+
+    variables: dict[str, str]
+    app: str
+    app_arg: str | None
+    caller_id_number: str
+    caller_id_name: str
+
+
+async def _originate_gateway(switch: FakeFreeSwitch, endpoint: list[str], leg: _Leg) -> str:
+    """sofia/gateway/<gw>/<number>: ring the callee the switch has scripted for it, then answer or fail.
+
+    The reply is what the originate API prints: `+OK <uuid>` once answered, else `-ERR <CAUSE>`
+    (USER_BUSY, NO_ANSWER after originate_timeout, ORIGINATOR_CANCEL when uuid_kill'ed while ringing).
+    The leg exists only once answered here; a real one also fires its events while it rings.
+    """
+    if len(endpoint) < 4 or endpoint[1] != "gateway" or not endpoint[3]:
+        return "-ERR CHAN_NOT_IMPLEMENTED\n"
+    gateway, number = endpoint[2], "/".join(endpoint[3:])
+    if gateway not in switch.gateways:
+        return "-ERR INVALID_GATEWAY\n"
+    callee = switch.callees.pick(gateway, number) or Answer()
+    switch.callees.note(gateway, number, callee)
+    uid = leg.variables.get("origination_uuid") or str(uuid_mod.uuid4())
+    timeout = leg.variables.get("originate_timeout", "")
+    cancelled = switch.ringing[uid] = asyncio.Event()
+    try:
+        cause = await ring(callee, switch.clock, int(timeout) if timeout.isdigit() and int(timeout) else 60,
+                           cancelled)
+    finally:
+        switch.ringing.pop(uid, None)
+    if cause is not None:
+        return f"-ERR {cause}\n"
+    channel = switch.originate(
+        destination=number, variables={**leg.variables, "origination_uuid": uid}, app=leg.app,
+        app_arg=leg.app_arg, caller_id_number=leg.caller_id_number, caller_id_name=leg.caller_id_name,
+        gateway=gateway)
+    if isinstance(callee, Answer) and callee.script:
+        channel.run_caller(run_script(channel, callee.script))
+    return f"+OK {channel.uuid}\n"
+
+
+def split_args(text: str) -> list[str]:
+    """switch_separate_string on blanks: single quotes keep spaces in, and are dropped; \\ escapes a character."""
+    args: list[str] = []
+    current: list[str] = []
+    quoted = escaped = started = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = started = True
+        elif char == "'":
+            quoted = not quoted
+            started = True
+        elif char == " " and not quoted:
+            if started:
+                args.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(char)
+            started = True
+    if started:
+        args.append("".join(current))
+    return args
 
 
 async def _create_uuid(switch: FakeFreeSwitch, arg: str) -> str:
@@ -272,7 +367,7 @@ _SHOW_COLUMNS = (
 _COMMANDS: dict[str, Handler] = {
     "version": _version, "status": _status, "uuid_answer": _uuid_answer, "uuid_kill": _uuid_kill,
     "uuid_break": _uuid_break, "uuid_broadcast": _uuid_broadcast, "uuid_send_dtmf": _uuid_send_dtmf,
-    "uuid_transfer": _uuid_transfer, "uuid_getvar": _uuid_getvar, "uuid_setvar": _uuid_setvar,
+    "uuid_transfer": _uuid_transfer, "uuid_bridge": _uuid_bridge, "uuid_getvar": _uuid_getvar, "uuid_setvar": _uuid_setvar,
     "uuid_exists": _uuid_exists, "show": _show, "originate": _originate, "create_uuid": _create_uuid,
     "uuid_audio_fork": _uuid_audio_fork,
 }

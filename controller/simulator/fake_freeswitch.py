@@ -8,7 +8,8 @@ server, runs uuid_audio_fork media bugs, and records what each caller heard. `vo
 What a real FreeSWITCH does that this one does not: the A leg of the loopback pair, CODEC,
 CHANNEL_ORIGINATE/OUTGOING/UUID, CALL_UPDATE, COMMAND, HEARTBEAT and RE_SCHEDULE events, nested
 execution of non-event-lock applications, 'event xml', 'log', 'sendevent', a dialplan beyond
-the call's own 'set' + 'socket'/'park' (originate runs its &app() or parks).
+the call's own 'set' + 'socket'/'park' (originate runs its &app() or parks), SIP: a sofia gateway's
+far party is a scripted Callee (simulator/callee.py) whose leg appears only once it answers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.simulator import api
+from controller.simulator.callee import Callees
 from controller.simulator.caller import ScenarioError, Step, load_scenario, run_script
 from controller.simulator.channel import SimChannel
 from controller.simulator.esl_server import EslServer
@@ -60,12 +62,14 @@ class FakeFreeSwitch:
 
     esl_port=None serves no inbound ESL; 0 picks a free port (see .esl_port once started).
     speed > 1 runs the switch's clock faster than real time. tmp_dir is where mod_audio_fork writes
-    playAudio files (a private temporary directory when not given).
+    playAudio files (a private temporary directory when not given). gateways are the sofia gateways
+    originate can dial (none: sofia is not loaded); `callees` scripts who answers there (by default
+    the far party answers at once and stays on the line until hung up).
     """
 
     def __init__(self, password: str, host: str = "127.0.0.1", esl_port: int | None = 0,
                  tmp_dir: Path | None = None, generation: str = "jambonz", speed: float = 1.0,
-                 hostname: str = "sim") -> None:
+                 hostname: str = "sim", gateways: Sequence[str] = ()) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"generation must be one of {', '.join(GENERATIONS)}, not {generation!r}")
         self.generation = generation
@@ -81,6 +85,10 @@ class FakeFreeSwitch:
         self._outbound: set[OutboundSession] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_ids = itertools.count(1)
+        self.gateways = frozenset(gateways)
+        self.callees = Callees()
+        self.ringing: dict[str, asyncio.Event] = {}  # originates not answered yet, by origination_uuid
+        self.bridged: dict[str, str] = {}  # uuid_bridge: each channel's uuid -> the other's
 
     @property
     def esl_port(self) -> int | None:
@@ -93,6 +101,8 @@ class FakeFreeSwitch:
 
     async def stop(self) -> None:
         """Hang up every call (SYSTEM_SHUTDOWN), then drop every connection."""
+        for ringing in self.ringing.values():
+            ringing.set()
         live = list(self.channels.values())
         for channel in live:
             channel.hangup("SYSTEM_SHUTDOWN")
@@ -148,21 +158,24 @@ class FakeFreeSwitch:
         return channel
 
     def originate(self, *, destination: str, variables: dict[str, str], app: str, app_arg: str | None,
-                  caller_id_number: str, caller_id_name: str, sample_rate: int = 8000) -> SimChannel:
-        """The 'originate loopback/<dest> &app(arg)' leg: answered at once, then runs `app`."""
+                  caller_id_number: str, caller_id_name: str, sample_rate: int = 8000,
+                  gateway: str | None = None) -> SimChannel:
+        """An originated leg, answered: 'loopback/<dest>', or with `gateway` the far party of
+        'sofia/gateway/<gateway>/<dest>' once it picked up; then it runs `app` (e.g. socket to voxgate)."""
         uid = variables.get("origination_uuid") or str(uuid_mod.uuid4())
-        name = f"loopback/{destination}-a"
+        name = f"sofia/external/{destination}" if gateway else f"loopback/{destination}-a"
         session_id = next(self._session_ids)
         rate = str(sample_rate)
+        endpoint = ({"originate_endpoint": "sofia", "sip_gateway_name": gateway} if gateway else
+                    {"originate_endpoint": "loopback", "other_loopback_leg_uuid": str(uuid_mod.uuid4()),
+                     "loopback_leg": "A"})
         channel = SimChannel(
             self, uuid=uid, name=name, direction="outbound", destination=destination,
             caller_id_number=caller_id_number, caller_id_name=caller_id_name, session_id=session_id,
             sample_rate=sample_rate,
             variables={"direction": "outbound", "is_outbound": "true", "session_id": str(session_id),
                        "read_codec": "L16", "read_rate": rate, "write_codec": "L16", "write_rate": rate,
-                       "channel_name": name, "uuid": uid, **variables, "originate_endpoint": "loopback",
-                       "other_loopback_leg_uuid": str(uuid_mod.uuid4()), "loopback_leg": "A",
-                       "call_uuid": uid})
+                       "channel_name": name, "uuid": uid, **variables, **endpoint, "call_uuid": uid})
         self._register(channel)
         channel.start([(app, app_arg)], answered=True)
         return channel
@@ -190,6 +203,23 @@ class FakeFreeSwitch:
             await session.serve()
         finally:
             self._outbound.discard(session)
+
+    def bridge(self, a: SimChannel, b: SimChannel) -> None:
+        """uuid_bridge: CHANNEL_BRIDGE on both legs; the bridge ends, hanging up the other, when one hangs up.
+
+        Simplified: the channels do not hear each other, and one leaving its socket app (voxgate's exit)
+        ends its dialplan, and so the bridge, as a channel with nothing left to run would.
+        """
+        self.bridged[a.uuid], self.bridged[b.uuid] = b.uuid, a.uuid
+        for channel, other in ((a, b), (b, a)):
+            channel.fire("CHANNEL_BRIDGE", post=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid),
+                                                 ("Other-Leg-Unique-ID", other.uuid)])
+            self.spawn(self._end_bridge(channel, other))
+
+    @staticmethod
+    async def _end_bridge(channel: SimChannel, other: SimChannel) -> None:
+        await channel.ended.wait()
+        other.hangup(channel.hangup_cause or "NORMAL_CLEARING")
 
     def channel_destroyed(self, channel: SimChannel) -> None:
         self.channels.pop(channel.uuid, None)

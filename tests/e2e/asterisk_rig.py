@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +9,9 @@ from controller.agent.conversation import Engines
 from controller.app import Controller
 from controller.flows import FlowRegistry, builtin_flows
 from controller.records.migrate import upgrade
-from controller.records.store import list_calls
 from controller.simulator.asterisk.fake_asterisk import FakeAsterisk
 from controller.simulator.asterisk.websocket_client import WebSocketTarget
-from tests.e2e.conftest import make_settings
+from tests.e2e.conftest import make_settings, stored_call
 
 AMI_SECRET = "ami-secret-for-the-e2e-tests"
 WS_USER, WS_PASSWORD = "asterisk", "ws-password-for-the-e2e-tests"
@@ -31,14 +29,7 @@ class AsteriskRig:
 
     async def finished(self, channel, timeout: float = 60) -> dict:
         """The call's CDR once the PBX hung up and voxgate stored it."""
-        await asyncio.wait_for(channel.ended.wait(), timeout)
-        for _ in range(200):
-            await self.controller.writer.flush()
-            rows = [r for r in list_calls(self.database_url) if r["call_uuid"] == channel.uniqueid]
-            if rows:
-                return rows[0]
-            await asyncio.sleep(0.05)
-        raise AssertionError("no CDR written")
+        return await stored_call(self.controller, self.database_url, channel, timeout)
 
 
 async def start_asterisk_rig(tmp_path: Path, database_url: str, *, flows: FlowRegistry | None = None,

@@ -1,7 +1,13 @@
-"""voxgate and the simulated FreeSWITCH, wired over real sockets."""
+"""voxgate and the simulated PBXs, wired over real sockets.
+
+The FreeSWITCH rig lives here, the Asterisk one in asterisk_rig.py, and pbx_rig.py puts either
+behind one face. Fixtures: `rig` is FreeSWITCH in both fork modes; `any_pbx` is every setup of
+PBX_SETUPS, and `pbx_setup` its name, for tests that start a rig of their own (custom flows, engines).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +19,13 @@ from controller.app import Controller
 from controller.config import load_settings
 from controller.flows import FlowRegistry, builtin_flows
 from controller.records.migrate import upgrade
+from controller.records.store import list_calls
+from controller.simulator.asterisk.channel import CallerChannel
+from controller.simulator.channel import SimChannel
 from controller.simulator.fake_freeswitch import FakeFreeSwitch
 
 SIM_PASSWORD = "sim-password-for-tests"
+PBX_SETUPS = ("fs-streaming", "fs-classic", "ast-audiosocket", "ast-audiosocket-dial", "ast-websocket")
 
 
 @dataclass
@@ -54,8 +64,35 @@ async def stop_rig(rig: Rig) -> None:
     await rig.controller.stop()
 
 
+async def stored_call(controller: Controller, database_url: str, channel: SimChannel | CallerChannel,
+                      timeout: float = 60) -> dict:
+    """A call's CDR once the PBX hung up and voxgate stored it (channel: either PBX's caller channel)."""
+    await asyncio.wait_for(channel.ended.wait(), timeout)
+    for _ in range(200):
+        await controller.writer.flush()
+        rows = [r for r in list_calls(database_url) if r["call_uuid"] == channel.uuid]
+        if rows:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no CDR written for call {channel.uuid}")
+
+
 @pytest.fixture(params=["streaming", "classic"])
 async def rig(request, tmp_path, sqlite_url):
     rig = await start_rig(tmp_path, sqlite_url, mode=request.param)
     yield rig
     await stop_rig(rig)
+
+
+@pytest.fixture(params=PBX_SETUPS)
+def pbx_setup(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def any_pbx(pbx_setup, tmp_path, sqlite_url):
+    from tests.e2e.pbx_rig import start_pbx_rig, stop_pbx_rig  # pbx_rig builds on this module: imported late
+
+    rig = await start_pbx_rig(pbx_setup, tmp_path, sqlite_url)
+    yield rig
+    await stop_pbx_rig(rig)

@@ -57,7 +57,8 @@ def _model_drift(url: str) -> list:
 def test_upgrade_creates_the_tables_and_downgrade_removes_them(empty_url):
     migrate.upgrade(empty_url)
     schema = _schema(empty_url)
-    assert set(schema) == {"alembic_version", "calls", "call_events", "turns", "call_attempts", *DETAIL_SCHEMA}
+    assert set(schema) == {"alembic_version", "calls", "call_events", "turns", "call_attempts", *DETAIL_SCHEMA,
+                           "webhook_deliveries"}
     assert schema["calls"] == (
         {"ix_calls_started_at", "ix_calls_flow_started_at", "ix_calls_hangup_cause"},
         {"uq_calls_pbx_call_uuid"},
@@ -152,5 +153,20 @@ def test_flow_state_and_attempts_revision_goes_down_and_up_again(empty_url):
             {"ix_call_attempts_started_at", "ix_call_attempts_call_uuid"}, {"uq_call_attempts_request_id_attempt"})
         migrate.downgrade(empty_url, "0004")
         assert "state" not in _columns(empty_url, "calls") and _schema(empty_url) == before
+    migrate.upgrade(empty_url)
+    assert _model_drift(empty_url) == []
+
+
+def test_webhook_deliveries_revision_goes_down_and_up_again(empty_url):
+    migrate.upgrade(empty_url, "0005")
+    before = _schema(empty_url)
+    assert "webhook_deliveries" not in before
+    for _ in range(2):  # 0005 -> 0006 -> 0005 -> 0006
+        migrate.upgrade(empty_url, "0006")
+        assert _schema(empty_url) == {**before, "webhook_deliveries": (
+            {"ix_webhook_deliveries_at", "ix_webhook_deliveries_event_id", "ix_webhook_deliveries_call_uuid"},
+            {"uq_webhook_deliveries_delivery_id_attempt"})}
+        migrate.downgrade(empty_url, "0005")
+        assert _schema(empty_url) == before
     migrate.upgrade(empty_url)
     assert _model_drift(empty_url) == []

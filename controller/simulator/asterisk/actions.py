@@ -166,6 +166,30 @@ def originate_variables(action: Action) -> dict[str, str]:
     return variables
 
 
+def dialled(channel: str) -> tuple[str, str]:
+    """(trunk, number) of an Originate's Channel: PJSIP/<number>@<trunk>, SIP/<trunk>/<number>, Tech/<number>."""
+    resource = channel.partition("/")[2]
+    if "@" in resource:
+        number, _, trunk = resource.partition("@")
+        return trunk, number
+    if "/" in resource:
+        trunk, _, number = resource.partition("/")
+        return trunk, number
+    return "", resource
+
+
+# OriginateResponse Reason (the last control frame, frame.h) for how a ringing call ended.
+_REASONS = {"USER_BUSY": 5, "NO_ANSWER": 3, "NORMAL_CIRCUIT_CONGESTION": 8, "SWITCH_CONGESTION": 8,
+            "CALL_REJECTED": 1, "UNALLOCATED_NUMBER": 1, "NUMBER_CHANGED": 1, "INVALID_NUMBER_FORMAT": 1,
+            "NO_ROUTE_DESTINATION": 1}
+
+
+def originate_reason(cause: str) -> str:
+    """Reason code for a cause: a far end that answered the INVITE with a refusal sends a hangup (1);
+    a channel that could not even be made, none (0)."""
+    return str(_REASONS.get(cause, 0))
+
+
 def caller_id(text: str) -> tuple[str, str]:
     """'"Name" <number>' (or a bare number) as (number, name)."""
     match = re.fullmatch(r'\s*"?([^"<]*?)"?\s*<([^>]*)>\s*', text)

@@ -262,6 +262,11 @@ class CallerChannel(AmiChannel, CallerLeg):
     # ------------------------------------------------------------------ state
 
     @property
+    def uuid(self) -> str:
+        """voxgate's id of the call (its Uniqueid), named as on FreeSWITCH's caller channel."""
+        return self.uniqueid
+
+    @property
     def answered(self) -> bool:
         return self.answered_at is not None
 

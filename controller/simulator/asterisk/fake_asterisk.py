@@ -24,11 +24,12 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.simulator.asterisk.actions import ACTIONS, caller_id, originate_variables
+from controller.simulator.asterisk.actions import ACTIONS, caller_id, dialled, originate_reason, originate_variables
 from controller.simulator.asterisk.ami_server import Action, AmiServer
 from controller.simulator.asterisk.channel import AmiChannel, CallerChannel, Fields, MediaPlan
 from controller.simulator.asterisk.dialplan import Dialplan
 from controller.simulator.asterisk.websocket_client import WebSocketTarget
+from controller.simulator.callee import Answer, Callees, Fail, ring
 from controller.simulator.caller import ScenarioError, Step, load_scenario, run_script
 from controller.simulator.events import SimClock
 
@@ -38,7 +39,8 @@ MEDIA_FORMS = ("audiosocket", "audiosocket-dial", "websocket")
 DEFAULT_FLOW = "greeting"
 # Technologies an Originate can reach here; any other fails at once (Reason 0), as Foo/bar did.
 DIALABLE = frozenset({"PJSIP", "SIP", "IAX2", "DAHDI", "Local"})
-ANSWERED, FAILED = "4", "0"  # OriginateResponse Reason: last control frame (answer) or none
+ANSWERED = "4"  # OriginateResponse Reason: the last control frame was the answer
+ORIGINATE_TIMEOUT_S = 30.0  # manager.c's default when an Originate gives no Timeout
 
 
 class FakeAsterisk:
@@ -48,7 +50,8 @@ class FakeAsterisk:
     server (a WebSocketTarget or (uri, username, password)). ami_port 0 picks a free port. speed > 1
     runs the clock faster than real time. With tmp_dir, each caller's heard audio is saved there
     at hangup as <uniqueid>-heard.wav (what MixMonitor r() recorded in the captures).
-    callee_script is what the far party of an AMI Originate does once it answers.
+    callee_script is what the far party of an AMI Originate does once it answers; `callees` scripts
+    other far parties by trunk and number (busy, no answer, failing, answering later).
     """
 
     def __init__(self, username: str = "voxgate", secret: str = "voxgate", *, host: str = "127.0.0.1",
@@ -64,6 +67,7 @@ class FakeAsterisk:
         self.websocket = WebSocketTarget(*websocket) if isinstance(websocket, tuple) else websocket
         self.tmp_dir = tmp_dir
         self.callee_script = tuple(callee_script)
+        self.callees = Callees()
         self.originate_media = originate_media
         self.channels: dict[str, AmiChannel] = {}  # live channels by name
         self.calls: list[CallerChannel] = []  # every caller (and originated) channel, in order
@@ -150,17 +154,22 @@ class FakeAsterisk:
         return channel
 
     async def originate(self, action: Action, *, report: bool) -> bool:
-        """Place an Originate's call; the far party answers at once and runs callee_script.
+        """Place an Originate's call: ring the far party its trunk and number pick (`callees`; by default
+        one that answers at once and runs callee_script), then answer, or fail with the Reason code of
+        how it ended (busy 5, no answer within Timeout 3, rejected 1, congestion 8, else 0).
 
-        With report, the outcome goes out as an OriginateResponse carrying the action's ActionID.
+        With report, the outcome goes out as an OriginateResponse carrying the action's ActionID. A
+        ringing leg is not a channel here (no Newchannel, no Hangup action can reach it).
         """
         spec = action.get("Channel")
         target = ([("Context", action.get("Context")), ("Exten", action.get("Exten"))] if action.get("Exten")
                   else [("Application", action.get("Application")), ("Data", action.get("Data"))])
         number, name = caller_id(action.get("CallerID"))
-        if spec.partition("/")[0] not in DIALABLE:
+        callee = await self._ring(action) if spec.partition("/")[0] in DIALABLE else Fail("CHAN_NOT_IMPLEMENTED")
+        if not isinstance(callee, Answer):
             if report:
-                self._originate_response(action, "Failure", spec, target, FAILED, "<unknown>", "", "")
+                self._originate_response(action, "Failure", spec, target, originate_reason(callee.cause),
+                                         "<unknown>", number, name)
             return False
         variables = originate_variables(action)
         channel = CallerChannel(
@@ -183,9 +192,22 @@ class FakeAsterisk:
             self._originate_response(action, "Success", channel.name, target, ANSWERED, channel.uniqueid,
                                      number, name)
         context = action.get("Context") if action.get("Exten") else ""
-        self._run(channel, self.callee_script, (context or "default", action.get("Exten") or "s",
-                                                int(action.get("Priority") or 1)))
+        self._run(channel, callee.script, (context or "default", action.get("Exten") or "s",
+                                           int(action.get("Priority") or 1)))
         return True
+
+    async def _ring(self, action: Action) -> Answer | Fail:
+        """The far party of the Originate's Channel: an Answer, or a Fail with the cause that ended the call."""
+        trunk, number = dialled(action.get("Channel"))
+        callee = self.callees.pick(trunk, number) or Answer(self.callee_script)
+        self.callees.note(trunk, number, callee)
+        timeout = action.get("Timeout")
+        cause = await ring(callee, self.clock, int(timeout) / 1000 if timeout.isdigit() else ORIGINATE_TIMEOUT_S,
+                           asyncio.Event())
+        if cause is not None:
+            return Fail(cause)
+        assert isinstance(callee, Answer)
+        return callee
 
     # ------------------------------------------------------------------ what channels and the AMI use
 
