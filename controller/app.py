@@ -223,6 +223,7 @@ class Controller:
         info = call.info
         info.flow = choose_flow(info, self.settings.routes, self.settings.default_flow)  # once, so the CDR shows it
         call.agent_engines = self.engines
+        call.dialer = self.dialer  # attended transfers dial their consult leg through it
         call.on_turn = self._on_turn
         books = self._books[info.uuid] = _CallBooks(
             DtmfLog(info.pbx, info.uuid, self._submit_record, mask=self.redactor is not None))

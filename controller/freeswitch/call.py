@@ -240,10 +240,10 @@ class FreeSwitchCall(AdapterCall):
         stop first, as for a blind transfer, and the dialplan is not to take them back."""
         if not isinstance(other, FreeSwitchCall):
             raise ValueError("a FreeSWITCH call can only be bridged with another FreeSWITCH call")
-        for call in (self, other):
-            await call._api(fork.stop_command(call.info.uuid))
+        for call in (self, other):  # api commands name their channel: all go over the caller's socket
+            await self._api(fork.stop_command(call.info.uuid))
             call.media.close()
-            await call._api(f"uuid_setvar {call.info.uuid} voxgate_flow")
+            await self._api(f"uuid_setvar {call.info.uuid} voxgate_flow")
         # set before the command, as for uuid_transfer: leaving the socket may end the calls before the reply
         self.transferred_to, other.transferred_to = destination, self.info.uuid
         try:

@@ -24,6 +24,8 @@ CALLING_SITES: dict[str, tuple[str, str, int]] = {
     "API": ("switch_loadable_module.c", "switch_api_execute", 2954),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1572),
     "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", 3846),
+    # not in the recordings (no bridge was captured): the function FreeSWITCH 1.10 fires it from, line approximate
+    "CHANNEL_BRIDGE": ("switch_ivr_bridge.c", "audio_bridge_on_exchange_media", 1027),
     "CHANNEL_CALLSTATE": ("switch_channel.c", "switch_channel_perform_set_callstate", 301),
     "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", 626),
     "CHANNEL_DATA": ("mod_event_socket.c", "parse_command", 2021),

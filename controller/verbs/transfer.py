@@ -38,7 +38,7 @@ async def ask(leg: AdapterCall, caller: str) -> bool:
     """The default consult: the announcement, one key; True when the consulted party pressed 1."""
     answer = await leg.gather(ANNOUNCEMENT.format(caller=caller or "an unknown number"), max_digits=1,
                               choices={"1": ["accept", "yes"], "2": ["return", "no"]})
-    return answer.value == "1"
+    return answer.choice == "1"
 
 
 async def attended(call: AdapterCall, destination: str, *, consult: Consult | None, timeout_s: float,

@@ -8,6 +8,7 @@ causes go out through the PBX like any other event, after its response.
 from __future__ import annotations
 
 import re
+import uuid as uuid_mod
 from typing import TYPE_CHECKING
 
 from controller.simulator.asterisk.ami_server import Action, AmiSession, Handler, error, response
@@ -82,6 +83,37 @@ async def redirect(session: AmiSession, action: Action) -> list[Fields]:
         return [error(action, "Redirect failed")]
     channel.redirect(action.get("Context"), action.get("Exten"), int(priority))
     return [response(action, "Success", ("Message", "Redirect successful"))]
+
+
+BRIDGE_CONTEXT = "voxgate-bridged"  # not voxgate's context: the fake holds a channel there until it hangs up
+
+
+async def bridge(session: AmiSession, action: Action) -> list[Fields]:
+    """Both channels leave their applications for a new basic bridge: BridgeCreate, BridgeEnter for each.
+    The fake does not carry audio between them; the bridge ends, hanging up the other, when one hangs up."""
+    for key in ("Channel1", "Channel2"):
+        if not action.get(key):
+            return [error(action, f"{key} not specified")]
+    found = [session.pbx.channels.get(action.get(key)) for key in ("Channel1", "Channel2")]
+    for key, channel in zip(("Channel1", "Channel2"), found):
+        if not isinstance(channel, CallerChannel) or channel.cause is not None:
+            return [error(action, f"Channel{key[-1]} does not exist: {action.get(key)}")]
+    one, two = found
+    bridge_id = str(uuid_mod.uuid4())
+    bridge_fields = [("BridgeUniqueid", bridge_id), ("BridgeType", "basic"), ("BridgeTechnology", "simple_bridge"),
+                     ("BridgeCreator", "<unknown>"), ("BridgeName", "<unknown>"), ("BridgeNumChannels", "0")]
+    session.pbx.publish([("Event", "BridgeCreate"), ("Privilege", "call,all"), *bridge_fields])
+    for count, (channel, other) in enumerate(((one, two), (two, one)), 1):
+        channel.redirect(BRIDGE_CONTEXT, "s", 1)
+        channel.bridged_to = other.uniqueid
+        channel.publish("BridgeEnter", [*bridge_fields[:-1], ("BridgeNumChannels", str(count))])
+        session.pbx.spawn(_end_bridge(channel, other))
+    return [response(action, "Success", ("Message", "Channels have been bridged"))]
+
+
+async def _end_bridge(channel: CallerChannel, other: CallerChannel) -> None:
+    await channel.ended.wait()
+    other.hangup()
 
 
 async def play_dtmf(session: AmiSession, action: Action) -> list[Fields]:
@@ -201,5 +233,5 @@ def caller_id(text: str) -> tuple[str, str]:
 ACTIONS: dict[str, Handler] = {
     "getvar": getvar, "setvar": setvar, "hangup": hangup, "redirect": redirect, "playdtmf": play_dtmf,
     "muteaudio": mute_audio, "coreshowchannels": core_show_channels, "userevent": user_event,
-    "originate": originate,
+    "originate": originate, "bridge": bridge,
 }

@@ -248,6 +248,7 @@ class CallerChannel(AmiChannel, CallerLeg):
         self.media: MediaLeg | None = None
         self.media_legs: list[MediaLeg] = []  # every leg the call had, for tests
         self.bridged_with: MediaChannel | None = None
+        self.bridged_to: str | None = None  # AMI Bridge: the other channel's Uniqueid
         self.dialed: list[MediaChannel] = []
         self.redirects: list[tuple[str, str, int]] = []
         self.dtmf_sent: list[str] = []  # PlayDTMF digits the caller heard
