@@ -18,24 +18,20 @@ anything else is a regular expression that must match the whole value (`\\+44.*`
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.call import CallInfo
+from controller.setting_tables import TableListError, parse_table_list
 
 KEYS = ("flow", "destination", "caller")
 _EXACT = re.compile(r"[0-9A-Za-z+*#]+")
 
 
-class RouteError(ValueError):
+class RouteError(TableListError):
     """The route table is unusable; one problem per line, each naming its route."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
 
 
 def _pattern(what: str, value: str | None) -> re.Pattern[str] | None:
@@ -83,26 +79,8 @@ def parse_routes(value: Any) -> tuple[Route, ...]:
 
     Raises RouteError listing every problem: unknown keys, a missing flow, a bad regular expression.
     """
-    if isinstance(value, str):
-        if not value.strip():
-            return ()
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            example = '[{"destination": "5000", "flow": "sales"}]'
-            raise RouteError([f"not valid JSON (an array of objects like {example}): {exc}"]) from None
-    if not isinstance(value, list | tuple):
-        why = f"must be a list of routes ([[voxgate.routes]] tables or a JSON array), got {type(value).__name__}"
-        raise RouteError([why])
-    routes, problems = [], []
-    for number, entry in enumerate(value, start=1):
-        try:
-            routes.append(entry if isinstance(entry, Route) else _route(entry))
-        except ValueError as exc:
-            problems += [f"route {number}: {why}" for why in str(exc).splitlines()]
-    if problems:
-        raise RouteError(problems)
-    return tuple(routes)
+    return parse_table_list(value, item=Route, name="route", example='[{"destination": "5000", "flow": "sales"}]',
+                            parse=_route, error=RouteError)
 
 
 def _route(entry: Any) -> Route:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from controller.call import CallInfo
+from controller.setting_tables import TableListError, parse_table_list
 from controller.records.cdr import CallRecord, TransferRecord, TurnRecord, WebhookDeliveryRecord
 
 if TYPE_CHECKING:
@@ -293,12 +294,8 @@ def _parse_signature(header: str) -> tuple[int, list[str]]:
 ENDPOINT_KEYS = ("url", "secret", "previous_secret", "events", "name")
 
 
-class WebhookConfigError(ValueError):
+class WebhookConfigError(TableListError):
     """The webhook endpoints are unusable; one problem per line, each naming its endpoint."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -354,26 +351,9 @@ def parse_endpoints(value: Any) -> tuple[WebhookEndpoint, ...]:
 
     Raises WebhookConfigError listing every problem; secrets never appear in the messages.
     """
-    if isinstance(value, str):
-        if not value.strip():
-            return ()
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            example = '[{"url": "https://...", "secret": "...", "events": ["call.ended"]}]'
-            raise WebhookConfigError([f"not valid JSON (an array of objects like {example}): {exc}"]) from None
-    if not isinstance(value, list | tuple):
-        why = f"must be a list of endpoints ([[voxgate.webhooks]] tables or a JSON array), got {type(value).__name__}"
-        raise WebhookConfigError([why])
-    endpoints, problems = [], []
-    for number, entry in enumerate(value, start=1):
-        try:
-            endpoints.append(entry if isinstance(entry, WebhookEndpoint) else _endpoint(entry))
-        except ValueError as exc:
-            problems += [f"webhook {number}: {why}" for why in str(exc).splitlines()]
-    if problems:
-        raise WebhookConfigError(problems)
-    return tuple(endpoints)
+    return parse_table_list(value, item=WebhookEndpoint, name="webhook",
+                            example='[{"url": "https://...", "secret": "...", "events": ["call.ended"]}]',
+                            parse=_endpoint, error=WebhookConfigError)
 
 
 def _endpoint(entry: Any) -> WebhookEndpoint:

@@ -6,7 +6,6 @@ can tell a CDR written twice (an upsert would hide it in the table) from one wri
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -14,11 +13,11 @@ from controller.app import Controller
 from controller.flows import FlowRegistry
 from controller.records.cdr import CallRecord
 from controller.records.migrate import upgrade
-from controller.records.store import RecordWriter, list_calls
+from controller.records.store import RecordWriter
 from controller.simulator.caller import CallerScript, WaitFor
 from controller.simulator.channel import SimChannel
 from controller.simulator.fake_freeswitch import FakeFreeSwitch
-from tests.e2e.conftest import SIM_PASSWORD, Rig, make_settings
+from tests.e2e.conftest import SIM_PASSWORD, Rig, make_settings, stored_call
 
 UNTIL_HANGUP = CallerScript([WaitFor("hangup", timeout=20)])
 
@@ -54,11 +53,4 @@ async def place(rig: Rig, script=UNTIL_HANGUP, *, flow: str | None = None, **kw)
 
 async def cdr(rig: Rig, channel: SimChannel, timeout: float = 30) -> dict:
     """The call's CDR once voxgate let go of the call and stored it."""
-    await asyncio.wait_for(channel.ended.wait(), timeout)
-    for _ in range(200):
-        await rig.controller.writer.flush()
-        rows = [r for r in list_calls(rig.database_url) if r["call_uuid"] == channel.uuid]
-        if rows:
-            return rows[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no CDR written")
+    return await stored_call(rig.controller, rig.database_url, channel, timeout)

@@ -15,10 +15,9 @@ from controller.agent.fixed import FixedLlm, FixedStt, FixedTts
 from controller.agent.silero import SileroVad
 from controller.audio import Pcm, read_wav
 from controller.flows import FlowRegistry
-from controller.records.store import list_calls
 from controller.simulator.caller import CallerScript, Step
 from tests.e2e.asterisk_rig import start_asterisk_rig, stop_asterisk_rig
-from tests.e2e.conftest import start_rig, stop_rig
+from tests.e2e.conftest import start_rig, stop_rig, stored_call
 
 SPEECH = Path(__file__).parents[1] / "fixtures" / "speech"
 HEARD_RATE = 8000
@@ -76,21 +75,10 @@ async def run_call(tmp_path: Path, database_url: str, flow: Flow, steps: Sequenc
     rig = await start_rig(tmp_path, database_url, mode=mode, flows=registry, engines=engines)
     try:
         channel = await rig.call(CallerScript(list(steps)), flow="test")
-        cdr = await _cdr(rig, channel, timeout)
+        cdr = await stored_call(rig.controller, rig.database_url, channel, timeout)
     finally:
         await stop_rig(rig)
     return Outcome(channel, cdr, kept)
-
-
-async def _cdr(rig, channel, timeout: float) -> dict:
-    await asyncio.wait_for(channel.ended.wait(), timeout)
-    for _ in range(200):
-        await rig.controller.writer.flush()
-        rows = [r for r in list_calls(rig.database_url) if r["call_uuid"] == channel.uuid]
-        if rows:
-            return rows[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no CDR written")
 
 
 def barge_in_s(channel, said: Pcm) -> float:

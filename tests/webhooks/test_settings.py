@@ -133,5 +133,5 @@ def test_empty_event_lists_short_previous_secrets_and_bad_json_are_refused():
     assert "webhook 1: previous_secret must be at least 16 characters" in problems(
         [{"url": url, "secret": SECRET, "previous_secret": "short-old"}])
     assert "VOXGATE_WEBHOOKS: not valid JSON" in problems(f'[{{"url": "{url}", "secret": "{SECRET}"')
-    assert "VOXGATE_WEBHOOKS: must be a list of endpoints" in problems({"url": url, "secret": SECRET})
+    assert "VOXGATE_WEBHOOKS: must be a list of webhooks" in problems({"url": url, "secret": SECRET})
     assert "webhook 1: must be a table with url, secret" in problems(["https://crm.example.com/hook"])
