@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, call, demo, simulate, db, calls, turns, report, recording."""
+"""The `voxgate` command: serve, call, demo, try, simulate, db, calls, turns, report, recording."""
 
 from __future__ import annotations
 
@@ -292,6 +292,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, heard_path=args.heard))
 
 
+def cmd_try(args: argparse.Namespace) -> int:
+    """One of your flows, one scripted caller, a simulated FreeSWITCH, all in this process."""
+    from controller.simulator.caller import ScenarioError, load_scenario
+    from controller.try_flow import run_try
+
+    try:
+        scenario = load_scenario(args.caller)
+    except ScenarioError as exc:
+        print(f"voxgate try: {exc}", file=sys.stderr)
+        return 2
+    overrides = {"VOXGATE_ESL_OUTBOUND_PORT": "0", "VOXGATE_WS_PORT": "0"}
+    if "VOXGATE_DATABASE_URL" not in os.environ:
+        overrides.update(VOXGATE_DATABASE_URL="sqlite:///var/try.sqlite3", VOXGATE_JOURNAL_DIR="var/try-journal")
+    settings = _settings(args, overrides)
+    _logging("INFO" if args.verbose else "WARNING")
+    flows = _load_flows(_flow_modules([args.module]), None)
+    return asyncio.run(run_try(settings, flows, args.flow, scenario, heard_path=args.heard))
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from controller.records.report import build_report, render_html, render_text
 
@@ -339,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--heard", default="var/demo-heard.wav", help="where to save what the caller heard")
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    try_ = sub.add_parser("try", help="run one of your flows against a scripted caller on a simulated FreeSWITCH")
+    try_.add_argument("module", help="python module with @flow functions (e.g. examples.ivr_menu)")
+    try_.add_argument("--flow", required=True, help="the flow the call runs")
+    try_.add_argument("--caller", required=True, metavar="SCENARIO", help="the caller's script, a .toml or .json "
+                      "scenario (examples/scenarios/)")
+    try_.add_argument("--heard", default="var/try-heard.wav", help="where to save what the caller heard")
+    try_.add_argument("-v", "--verbose", action="store_true")
+    try_.set_defaults(func=cmd_try)
 
     sub.add_parser("simulate", help="a fake FreeSWITCH that calls voxgate (voxgate simulate --help); "
                    "voxgate simulate asterisk --help: a fake Asterisk")

@@ -53,9 +53,8 @@ async def goodbye(call: Call, outcome: str) -> str:
 @flow("ivr")
 async def ivr(call: Call) -> str:
     await call.answer()
-    await call.say(WELCOME)
-    for _ in range(MAX_ROUNDS):
-        choice = await ask(call, MAIN_MENU, MAIN_CHOICES)
+    for round_ in range(MAX_ROUNDS):
+        choice = await ask(call, MAIN_MENU if round_ else f"{WELCOME} {MAIN_MENU}", MAIN_CHOICES)
         if choice == "1":
             return await connect(call, SALES_QUEUE, "sales")
         if choice == "2":

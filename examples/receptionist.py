@@ -53,7 +53,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     """The CRM, created and seeded the first time."""
     db = sqlite3.connect(path)
     with db:
-        db.execute("CREATE TABLE IF NOT EXISTS customers (phone TEXT UNIQUE, name TEXT, account TEXT UNIQUE, plan TEXT)")
+        db.execute("CREATE TABLE IF NOT EXISTS customers "
+                   "(phone TEXT UNIQUE, name TEXT, account TEXT UNIQUE, plan TEXT)")
         db.executemany("INSERT OR IGNORE INTO customers VALUES (?, ?, ?, ?)", SEED)
     return db
 

@@ -22,7 +22,7 @@ from tests.e2e.conftest import make_settings, start_rig, stop_rig, stored_call
 def examples_dir(tmp_path, monkeypatch):
     """Each test's CRM and voicemail files in a folder of its own."""
     folder = tmp_path / "examples-data"
-    monkeypatch.setenv("VOXGATE_EXAMPLES_DIR", str(folder))
+    monkeypatch.setenv("EXAMPLES_DATA_DIR", str(folder))
     return folder
 
 

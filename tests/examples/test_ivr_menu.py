@@ -19,12 +19,9 @@ def keys_only() -> Engines:
     return Engines(stt=FixedStt("unused"), llm=FixedLlm("unused"), tts=FixedTts(), vad=SileroVad())
 
 
-@pytest.mark.parametrize("pbx", ["freeswitch", "asterisk"])
-async def test_one_key_to_sales_transfers_to_the_sales_queue(tmp_path, sqlite_url, pbx):
-    extra = {"media": "audiosocket"} if pbx == "asterisk" else {}
+async def test_one_key_to_sales_transfers_to_the_sales_queue(tmp_path, sqlite_url):
     placed = await place(tmp_path, sqlite_url, MODULE, "ivr", [WaitFor("answer"), Wait(0.5), Dtmf("1"),
-                                                              WaitFor("hangup", timeout=20)],
-                         keys_only(), pbx=pbx, **extra)
+                                                              WaitFor("hangup", timeout=20)], keys_only())
     cdr = placed.cdr
     assert cdr["flow"] == "ivr" and cdr["outcome"] == "transferred"
     assert cdr["state"] == {"answers": [{"kind": "dtmf", "choice": "1", "heard": "1"}], "queue": "sales"}
@@ -41,10 +38,12 @@ async def test_silence_then_the_support_submenu(tmp_path, sqlite_url):
     assert [t["destination"] for t in placed.transfers] == ["2102"]
 
 
-async def test_wrong_keys_every_time_end_with_a_goodbye(tmp_path, sqlite_url):
+@pytest.mark.parametrize("pbx", ["freeswitch", "asterisk"])
+async def test_wrong_keys_every_time_end_with_a_goodbye(tmp_path, sqlite_url, pbx):
+    extra = {"media": "audiosocket"} if pbx == "asterisk" else {}
     placed = await place(tmp_path, sqlite_url, MODULE, "ivr", [
         WaitFor("answer"), Wait(0.5), Dtmf("9"), Wait(1.5), Dtmf("8"), Wait(1.5), Dtmf("7"),
-        WaitFor("hangup", timeout=20)], keys_only())
+        WaitFor("hangup", timeout=20)], keys_only(), pbx=pbx, **extra)
     cdr = placed.cdr
     assert cdr["outcome"] == "no_choice" and cdr["hangup_cause"] == "NORMAL_CLEARING"
     assert cdr["state"]["answers"] == [{"kind": "invalid", "choice": None, "heard": "7"}]
@@ -52,7 +51,8 @@ async def test_wrong_keys_every_time_end_with_a_goodbye(tmp_path, sqlite_url):
 
 
 async def test_spoken_answers_with_the_embedded_engines(tmp_path, sqlite_url, embedded):
-    support, technical = await spoken(embedded.tts, "Support please."), await spoken(embedded.tts, "Technical.")
+    support = await spoken(embedded.tts, "I need some help from support.")
+    technical = await spoken(embedded.tts, "Technical help please.")
     placed = await place(tmp_path, sqlite_url, MODULE, "ivr", [
         WaitFor("answer"), Listen(1.2, timeout=30), Say(support), Listen(1.2, timeout=30), Say(technical),
         WaitFor("hangup", timeout=30)], embedded, timeout=90)
@@ -60,6 +60,7 @@ async def test_spoken_answers_with_the_embedded_engines(tmp_path, sqlite_url, em
     answers = placed.cdr["state"]["answers"]
     assert [(a["kind"], a["choice"]) for a in answers] == [("speech", "2"), ("speech", "2")], answers
     assert "support" in answers[0]["heard"].lower() and "technical" in answers[1]["heard"].lower()
+    # short one-word answers ("Support.") are often misheard by Whisper tiny at 8 kHz: callers speak phrases
     assert [t["destination"] for t in placed.transfers] == ["2102"]
     _, score = locate((await spoken(embedded.tts, "Connecting you to technical.")).data,
                       bytes(placed.channel.heard))
