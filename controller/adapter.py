@@ -8,6 +8,7 @@ PBX; the controller drives any of them the same way.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 MEDIA_WAIT_S = 3.0
 
 
-class AdapterCall:
+class AdapterCall(ABC):
     """Base of one PBX's Call; see the module docstring. Subclasses set `media` and call `_emit`/`_on_hangup`."""
 
     media: MediaPort
@@ -186,13 +187,13 @@ class AdapterCall:
             return None
         return await transfer_verb.attended(self, destination, consult=consult, timeout_s=timeout_s, reason=reason)
 
+    @abstractmethod
     async def blind_transfer(self, destination: str, reason: str = "") -> None:
         """The PBX's own transfer of the call; the adapter's."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def bridge(self, other: AdapterCall, destination: str) -> None:
         """Join this call and `other` (same PBX) at the PBX; both leave voxgate (transferred_to is set)."""
-        raise NotImplementedError
 
     async def hold(self, music: str | Path | Pcm | None = None) -> None:
         """Music on hold, played by voxgate in the background until unhold() or the hangup."""

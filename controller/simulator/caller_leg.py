@@ -9,6 +9,8 @@ script drives a call on either PBX unchanged.
 
 from __future__ import annotations
 
+import sys
+
 import asyncio
 import logging
 from abc import ABC, abstractmethod
@@ -211,3 +213,14 @@ class CallerLeg(ABC):
             if wanted == kind and not waiter.done():
                 waiter.set_result(None)
         self._event_waiters = [(k, w) for k, w in self._event_waiters if not w.done()]
+
+
+def report(summary: str, heard: object, script_error: str | None) -> int:
+    """The simulate commands' last words: one summary line, where the heard audio went, the script's error."""
+    print(summary)
+    if heard:
+        print(f"what the caller heard: {heard}")
+    if script_error:
+        print(f"script: {script_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -29,6 +29,7 @@ from typing import Any
 
 from controller.simulator import api
 from controller.simulator.callee import Callees
+from controller.simulator.caller_leg import report
 from controller.simulator.caller import ScenarioError, Step, load_scenario, run_script
 from controller.simulator.channel import SimChannel
 from controller.simulator.esl_server import EslServer
@@ -289,11 +290,5 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"call {channel.uuid}: {channel.hangup_cause}, heard {channel.heard_pcm().duration:.2f} s, "
-          f"{len(channel.events)} events")
-    if args.heard:
-        print(f"what the caller heard: {args.heard}")
-    if channel.script_error:
-        print(f"script: {channel.script_error}", file=sys.stderr)
-        return 1
-    return 0
+    return report(f"call {channel.uuid}: {channel.hangup_cause}, heard {channel.heard_pcm().duration:.2f} s, "
+                  f"{len(channel.events)} events", args.heard, channel.script_error)

@@ -30,6 +30,7 @@ from controller.simulator.asterisk.channel import AmiChannel, CallerChannel, Fie
 from controller.simulator.asterisk.dialplan import Dialplan
 from controller.simulator.asterisk.websocket_client import WebSocketTarget
 from controller.simulator.callee import Answer, Callees, Fail, ring
+from controller.simulator.caller_leg import report
 from controller.simulator.caller import ScenarioError, Step, load_scenario, run_script
 from controller.simulator.events import SimClock
 
@@ -327,11 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError:
         print("error: voxgate did not log in to AMI", file=sys.stderr)
         return 1
-    print(f"call {channel.uniqueid} ({channel.voxgate_id}): cause {channel.cause}, "
-          f"heard {channel.heard_pcm().duration:.2f} s, {len(channel.events)} events")
-    if args.heard:
-        print(f"what the caller heard: {args.heard}")
-    if channel.script_error:
-        print(f"script: {channel.script_error}", file=sys.stderr)
-        return 1
-    return 0
+    return report(f"call {channel.uniqueid} ({channel.voxgate_id}): cause {channel.cause}, "
+                  f"heard {channel.heard_pcm().duration:.2f} s, {len(channel.events)} events",
+                  args.heard, channel.script_error)
