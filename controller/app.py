@@ -55,6 +55,7 @@ HANGUP_COMPLETE_WAIT_S = 5.0
 # long to end by itself (a truer outcome than a cancellation) before it is cancelled wherever it is.
 FLOW_SETTLE_S = 0.5
 FLOW_CANCEL_WAIT_S = 5.0  # a flow that swallows its cancellation is left behind after this
+STOP_WAIT_S = 15.0  # stop(): cancelled call tasks get this long to hang up and write their records
 SWITCH_INTERVAL_S = 0.0005
 MEDIA_CONNECT_WAIT_S = 3.0
 
@@ -157,8 +158,10 @@ class Controller:
             await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
             task.cancel()
-        # cancelled calls still hang up and write their records before the writer closes
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # cancelled calls still hang up and write their records before the writer closes; a task that
+        # ignores its cancellation must not keep the process from stopping
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
         if self.inbound is not None:
             await self.inbound.stop()
         if self.asterisk is not None:
