@@ -8,15 +8,16 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps install test demo demo-llm bench clean
+.PHONY: help deps install test demo demo-llm bench soak clean
 
 help:
-	@echo "make deps     system packages (postgresql, python3-venv) if missing; apt-get, sudo only when not root"
+	@echo "make deps     system packages (postgresql, python3-venv, chromium) if missing; apt-get, sudo only when not root"
 	@echo "make install  deps + $(VENV) with voxgate[dev] installed in editable mode"
 	@echo "make test     run the test suite (pass extra pytest options with PYTEST_ARGS='...')"
 	@echo "make demo     a simulated caller talks to the AI agent (embedded engines, no keys, no PBX)"
 	@echo "make demo-llm the same with SmolLM2 (llama.cpp) as the language model"
 	@echo "make bench    benchmarks: concurrent calls (FreeSWITCH, slow database, Asterisk), agent latency and barge-in, WER, record writes"
+	@echo "make soak     100 concurrent simulated calls for 10 minutes: memory, descriptors, frames, records; fails on a loss (SOAK_ARGS='...')"
 	@echo "make clean    remove $(VENV), var/ and caches"
 	@echo "PY=$(PY) picks the interpreter that builds the venv (Python >= 3.11)"
 
@@ -26,13 +27,14 @@ deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PY) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
 		elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
-		else echo "deps: missing:$$missing and not root, no sudo: install postgresql python3-venv by hand" >&2; exit 1; fi; \
-		echo "deps: missing:$$missing -> apt-get install -y postgresql python3-venv"; \
+		else echo "deps: missing:$$missing and not root, no sudo: install postgresql python3-venv chromium by hand" >&2; exit 1; fi; \
+		echo "deps: missing:$$missing -> apt-get install -y postgresql python3-venv chromium"; \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql python3-venv </dev/null; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql python3-venv chromium </dev/null; \
 	fi
 
 # deps is order-only: it runs first but never forces a reinstall by itself.
@@ -64,6 +66,10 @@ bench: install
 	$(VENV)/bin/python bench/agent.py
 	$(VENV)/bin/python bench/wer.py
 	$(VENV)/bin/python bench/records.py
+
+# A gate: exits non-zero on a lost record or frame, a leaked descriptor or memory that keeps growing.
+soak: install
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache build *.egg-info

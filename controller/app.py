@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from controller import prompts, tokens
+from controller import prompts, tokens, tracing
 from controller.adapter import AdapterCall
 from controller.agent.conversation import Engines
 from controller.agent.factory import build_engines, warm_up
@@ -109,7 +109,8 @@ class Controller:
         self._tasks: set[asyncio.Task] = set()
         self._seq: dict[str, int] = {}
         self._books: dict[str, _CallBooks] = {}
-        self.ws = AudioForkServer(self._secret, self._media_port, max_message=settings.max_ws_message)
+        self.ws = AudioForkServer(self._secret, self._media_port, max_message=settings.max_ws_message,
+                                  instance=settings.instance_id)
         self.outbound = OutboundServer(self.hub, settings.bind_host, settings.esl_outbound_port, self._on_outbound)
         self.inbound: InboundClient | None = None
         self.asterisk: AsteriskPbx | None = None
@@ -117,8 +118,10 @@ class Controller:
             self.asterisk = AsteriskPbx(self, settings, settings.asterisk_cdr_zone)
         self.dialer = Dialer(self, self._submit_record)  # outbound calls, over whichever PBX is configured
         self.metrics = Metrics(self)
+        self.tracing = tracing.start(settings)  # None unless settings.otel: then nothing is traced
         self.webhooks = WebhookDispatcher(settings.webhooks, self._submit_record)
-        self.api: ApiServer | None = None  # the HTTP API (settings.api), started last, stopped first
+        self.api: ApiServer | None = None  # the HTTP API (settings.api), started last, stopped last
+        self.state = "starting"  # then "ready" (taking calls), then "draining": what readiness probes report
 
     async def start(self) -> None:
         if self.settings.preload_engines:
@@ -148,13 +151,23 @@ class Controller:
         if self.settings.api:
             self.api = ApiServer(self)
             await self.api.start()
+        self.state = "ready"
         log.info("voxgate ready: outbound ESL on %s:%s, audio fork on %s:%s", self.settings.bind_host,
                  self.outbound.port, self.settings.bind_host, self.ws.port)
 
     async def stop(self, drain_s: float = 5.0) -> None:
-        if self.api is not None:
-            await self.api.stop()
+        """Drain, then stop: take no new calls, let calls in progress run up to `drain_s`, end the rest.
+
+        The listeners close first, so the PBX's next call fails over to another instance (FreeSWITCH's
+        `socket` with continue_on_fail, Asterisk's dialplan after AudioSocket fails). The API stays up
+        until the end: readiness answers 503 "draining" meanwhile.
+        """
+        self.state = "draining"
+        await self.outbound.stop_listening()
+        if self.asterisk is not None:
+            await self.asterisk.stop_listening()
         if self._tasks:
+            log.info("draining: %d call(s) in progress get up to %.0f s to finish", len(self.calls), drain_s)
             await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
             task.cancel()
@@ -162,6 +175,8 @@ class Controller:
         # ignores its cancellation must not keep the process from stopping
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+        if self.api is not None:
+            await self.api.stop()
         if self.inbound is not None:
             await self.inbound.stop()
         if self.asterisk is not None:
@@ -169,6 +184,8 @@ class Controller:
         await self.outbound.stop()
         await self.ws.stop()
         await self.webhooks.stop(drain_s)  # before the writer: its delivery rows go through it
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.writer.close()
         await self.collector.stop()
         if self.recordings is not None:
@@ -242,6 +259,8 @@ class Controller:
         self._seq[info.uuid] = 0
         self.stats.started += 1
         self.webhooks.publish("call.started", call_started(info))
+        if self.tracing is not None:
+            self.tracing.call_started(info)
         if info.answered_at is not None:  # answered by the dialplan before voxgate had it
             self.webhooks.publish("call.answered", call_answered(info, info.answered_at))
 
@@ -257,7 +276,8 @@ class Controller:
         if isinstance(call, FreeSwitchCall):
             if not call.outbound:  # a call on its own outbound socket gets each event there (DTMF once)
                 call.handle_event(event)
-        elif (call is None and event.name == "CHANNEL_PARK" and event.variable("voxgate_flow") is not None
+        elif (call is None and self.state != "draining" and event.name == "CHANNEL_PARK"
+              and event.variable("voxgate_flow") is not None
               and event.variable("current_application") != "socket"):  # the socket app parks too (dialled calls)
             assert self.inbound is not None and self.inbound.link is not None
             call = self._new_call(event.headers, self.inbound.link, outbound=False)
@@ -293,6 +313,9 @@ class Controller:
         outcome, error = "completed", None
         try:
             outcome, error = await self._run_flow(call)
+        except asyncio.CancelledError:  # stop(): the drain deadline passed with the call still going
+            outcome, error = "interrupted", "voxgate stopped before the call ended (drain_s passed)"
+            raise
         finally:
             if call.transferred_to is not None:
                 outcome = "transferred"  # the channel goes on in the dialplan; voxgate lets go of it
@@ -301,6 +324,8 @@ class Controller:
             record = call.call_record(outcome, error)
             self._submit(lambda: self.writer.submit_call(record))
             self.metrics.call_ended(record)
+            if self.tracing is not None:
+                self.tracing.call_ended(record)
             self.webhooks.publish("call.ended", call_ended(record))
             await self._close_books(call.info.uuid)
             await call.release()
@@ -410,6 +435,8 @@ class Controller:
         for tool_call in tool_call_records(turn):
             self._submit_record(tool_call)
         self.metrics.turn_completed(turn)
+        if self.tracing is not None:
+            self.tracing.turn_completed(turn)
         self.webhooks.publish("turn.completed", turn_completed(turn))
         if self.on_turn is not None:
             self.on_turn(turn)
@@ -422,7 +449,8 @@ class Controller:
         elif isinstance(event, Transferred):
             books.transfers += 1
             transfer = TransferRecord(info.pbx, info.uuid, books.transfers, event.at, event.destination, event.kind,
-                                      event.reason, "failed" if event.error else "accepted", event.error)
+                                      event.reason, event.outcome or ("failed" if event.error else "accepted"),
+                                      event.error)
             self._submit_record(transfer)
             self.webhooks.publish("call.transferred", call_transferred(transfer))
         elif isinstance(event, Answered):

@@ -58,12 +58,17 @@ class DtmfSent(CallEvent):
 
 @dataclass(frozen=True, slots=True)
 class Transferred(CallEvent):
-    """voxgate asked the PBX to transfer the call; `error` is set when the PBX refused."""
+    """voxgate asked the PBX to transfer the call; `error` is set when the PBX refused.
+
+    `outcome` is set for attended transfers that were not taken (declined, busy, no_answer, failed); otherwise
+    the record's outcome follows from `error` (failed or accepted).
+    """
 
     destination: str
     kind: str = "blind"
     reason: str = ""
     error: str | None = None
+    outcome: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,16 @@
-"""The `voxgate` command: serve, call, demo, try, simulate, db, calls, turns, report, recording."""
+"""The `voxgate` command: serve, health, call, demo, try, simulate, db, calls, turns, report, recording."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -95,8 +98,9 @@ async def _serve(settings: Settings, modules: list[str], reload: bool) -> None:
     await stop.wait()
     if reloader is not None:
         await reloader.stop()
-    log.info("stopping: letting %d call(s) finish", len(controller.calls))
-    await controller.stop(drain_s=30)
+    log.info("stopping: taking no new calls; %d call(s) in progress get up to %.0f s", len(controller.calls),
+             settings.drain_s)
+    await controller.stop(drain_s=settings.drain_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -115,6 +119,29 @@ def _name_value(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """The orchestrator's probe (Docker HEALTHCHECK, a Kubernetes exec probe): exit 0 when the API says so."""
+    settings = _settings(args)
+    if not settings.api or settings.api_token is None:
+        print("voxgate health: the HTTP API is off (VOXGATE_API, VOXGATE_API_TOKEN): nothing to ask", file=sys.stderr)
+        return 1
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.bind_host, settings.bind_host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}/api/v1/health/" + \
+        ("ready" if args.ready else "live")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {settings.api_token.reveal()}"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        print(f"voxgate health: {url} answered {exc.code}: {exc.read(200).decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"voxgate health: {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{body.get('status')}: {body.get('live_calls')} live call(s), up {body.get('uptime_s')} s")
+    return 0
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -335,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true",
                        help="development: re-import the --flows modules when their files change")
     serve.set_defaults(func=cmd_serve)
+
+    health = sub.add_parser("health", help="probe a running serve over its API: exit 0 when live (or --ready)")
+    health.add_argument("--ready", action="store_true", help="readiness: is it taking new calls (not draining)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.set_defaults(func=cmd_health)
 
     call = sub.add_parser("call", help="place one outbound call, run a flow on it, print every try and the outcome")
     call.add_argument("number", help="E.164 (+15551230001), or national with VOXGATE_DEFAULT_REGION set")

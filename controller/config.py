@@ -100,6 +100,7 @@ class Settings:
     audio_fork_mix: str = "mono"
     token_secret: Secret | None = None  # HMAC key for per-call WebSocket tokens
     token_ttl_s: float = 30.0
+    drain_s: float = 30.0  # on SIGTERM, calls in progress get this long to finish before they are ended
     instance_id: str = ""  # "" = the hostname
     database_url: Secret = Secret("sqlite:///var/voxgate.sqlite3")  # PostgreSQL URLs carry passwords
     journal_dir: str = "var/journal"  # records reach this disk journal (fsync'd) before the database
@@ -145,6 +146,7 @@ class Settings:
     api: bool = False  # serve the HTTP API (controller.http_api) on bind_host:api_port
     api_port: int = 8088  # 0 = ephemeral
     api_token: Secret | None = None  # the bearer token every API request carries; required when api is true
+    otel: bool = False  # OpenTelemetry traces (the 'otel' extra), exported as the OTEL_* variables say
     token_secret_ephemeral: bool = False  # set by load_settings, not configurable
 
     @property
@@ -485,6 +487,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "audio_fork_mix": _one_of("mono", "stereo", "mixed"),
     "token_secret": _token_secret,
     "token_ttl_s": _in_range(0, 3600, low_open=True),
+    "drain_s": _in_range(0, 86400),
     "instance_id": _instance_id,
     "database_url": _database_url,
     "default_flow": _not_blank,
@@ -627,6 +630,11 @@ def _cross_checks(values: dict[str, Any]) -> list[tuple[str, str]]:
             and ipaddress.ip_address(bind_host).is_unspecified):
         found.append(("ws_public_url", f"required when bind_host is {bind_host}: "
                       "FreeSWITCH cannot connect to a wildcard address"))
+    if values.get("otel"):
+        from controller.tracing import unavailable
+
+        if (why := unavailable()) is not None:
+            found.append(("otel", why))
     return found
 
 

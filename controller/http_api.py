@@ -4,7 +4,8 @@
 the Controller. Routes, input checks and response fields all come from the OpenAPI document
 (controller/openapi.py), served at /api/v1/openapi.json. Every route needs the bearer token, the
 document included: the API has no anonymous surface at all, and anyone who may operate voxgate has
-the token. The token is compared in constant time and never logged. Errors are JSON,
+the token. The token is compared in constant time and never logged. The dashboard (controller/dashboard.py)
+shares the server under /dashboard, behind a session cookie its login form gives for the same token. Errors are JSON,
 {"error": {"code", "message", "field"?}}. Records are read as stored (redacted text stays redacted),
 in worker threads, because database access blocks.
 """
@@ -16,6 +17,7 @@ import hmac
 import json
 import logging
 import math
+import time
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -104,12 +106,14 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _error(500, "internal error; voxgate's log has the details")
 
 
-def _authenticate(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _authenticate(token: str, exempt: Callable[[web.Request], bool]) -> Callable[..., Awaitable[web.StreamResponse]]:
     expected = token.encode()
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         """Before routing answers anything, so an anonymous client learns nothing, not even which paths exist."""
+        if exempt(request):  # the dashboard's routes: they check its session cookie themselves
+            return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             raise ApiError(401, "a bearer token is required: Authorization: Bearer <api_token>",
@@ -300,6 +304,7 @@ class _Api:
         self.records = Records(controller.settings.database_url.reveal())
         self.dials = _Dials()
         self._acting: set[str] = set()  # calls with a hangup or transfer under way
+        self._started = time.monotonic()
 
     def document(self) -> dict[str, Any]:
         return document(self.controller.flows.names, dial_pbxs(self.controller))
@@ -385,6 +390,8 @@ class _Api:
 
     async def start_outbound_call(self, request: web.Request, params: dict[str, Any],
                                   body: dict[str, Any]) -> web.Response:
+        if self.controller.state == "draining":
+            raise ApiError(503, "this instance is draining: send outbound calls to another one")
         dialer = getattr(self.controller, "dialer", None)
         if dialer is None or not dial_pbxs(self.controller):
             raise ApiError(503, "outbound calling is not configured: it needs FreeSWITCH's event socket "
@@ -417,6 +424,17 @@ class _Api:
         if dial is None and not attempts:
             raise ApiError(404, f"no outbound request {request_id}", field="request_id")
         return _json(_status(request_id, dial, attempts))
+
+    async def get_liveness(self, request: web.Request, params: dict[str, Any], body: None) -> web.Response:
+        return _json(_shape("Health", self._health("live")))
+
+    async def get_readiness(self, request: web.Request, params: dict[str, Any], body: None) -> web.Response:
+        state = self.controller.state
+        return _json(_shape("Health", self._health(state)), status=200 if state == "ready" else 503)
+
+    def _health(self, status: str) -> dict[str, Any]:
+        return {"status": status, "instance": self.controller.settings.instance_id,
+                "live_calls": len(self.controller.calls), "uptime_s": round(time.monotonic() - self._started, 3)}
 
     async def get_document(self, request: web.Request, params: dict[str, Any], body: None) -> web.Response:
         return _json(self.document())
@@ -514,8 +532,10 @@ def build_api(controller: Controller, token: str) -> web.Application:
     """The API's Application: one route per operation of the document, all behind the bearer token."""
     if len(token) < MIN_TOKEN_SECRET_CHARS:
         raise ValueError(f"the API token must be at least {MIN_TOKEN_SECRET_CHARS} characters")
+    from controller.dashboard import is_dashboard, mount_dashboard  # the dashboard builds on this module
+
     api = _Api(controller)
-    app = web.Application(middlewares=[_errors, _authenticate(token)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[_errors, _authenticate(token, is_dashboard)], client_max_size=MAX_BODY_BYTES)
     doc = api.document()
     check_enforceable(doc)
     for op in operations(doc):
@@ -524,6 +544,7 @@ def build_api(controller: Controller, token: str) -> web.Application:
             raise ValueError(f"operation {op.id} ({op.method.upper()} {op.path}) has no handler")
         app.router.add_route(op.method.upper(), API_PREFIX + op.path, _endpoint(api, op, handler))
     app.router.add_get("/metrics", _metrics(controller))  # Prometheus text, behind the same token
+    mount_dashboard(app, controller, token, api.records)  # /dashboard: a session cookie instead of the bearer
 
     async def close(_: web.Application) -> None:
         await api.close()
@@ -534,8 +555,8 @@ def build_api(controller: Controller, token: str) -> web.Application:
 class ApiServer:
     """The HTTP API on settings.bind_host:settings.api_port (0: a free port, see `port` once started).
 
-    The Controller owns one when settings.api is true: start it after the controller, stop it before
-    (stopping cancels the requests still dialling, which needs the PBX connections).
+    The Controller owns one when settings.api is true: start it after the controller, stop it once the calls
+    are done but before the PBX connections (stopping cancels the requests still dialling, which need them).
     """
 
     def __init__(self, controller: Controller, settings: Settings | None = None) -> None:

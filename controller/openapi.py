@@ -144,6 +144,10 @@ _SCHEMAS: dict[str, Any] = {
         "call_uuid": _TEXT_OR_NULL | {"description": "the answered call, under /live-calls then /calls"},
         "error": _TEXT_OR_NULL | {"description": "why dialling stopped when status is error"},
         "attempts": _list_of("Attempt")}),
+    "Health": _record("What an orchestrator's probe needs: is this instance alive, and does it take calls.", {
+        "status": {"type": "string", "enum": ["live", "starting", "ready", "draining"]},
+        "instance": _TEXT, "live_calls": _INT | {"minimum": 0},
+        "uptime_s": {"type": "number", "minimum": 0}}),
 }
 
 _ERRORS = {
@@ -254,6 +258,14 @@ def _paths(flows: Sequence[str], dial_pbxs: Sequence[str]) -> dict[str, Any]:
             "operationId": "get_outbound_call", "summary": "An outbound call request: its status and tries",
             "parameters": [_path("request_id", REQUEST_ID)],
             "responses": _responses(200, "OutboundCall", "The request.", 404, 422, 503)}},
+        "/health/live": {"get": {
+            "operationId": "get_liveness", "summary": "Liveness: the process and its event loop answer",
+            "responses": _responses(200, "Health", "Alive.")}},
+        "/health/ready": {"get": {
+            "operationId": "get_readiness",
+            "summary": "Readiness: 200 while this instance takes new calls; 503 while starting or draining",
+            "responses": _responses(200, "Health", "Taking calls.") | {
+                "503": _json(_ref("Health"), "Not taking new calls: starting, or draining after SIGTERM.")}}},
         "/openapi.json": {"get": {
             "operationId": "get_document", "summary": "This document",
             "responses": _responses(200, {"type": "object"}, "The OpenAPI document.")}},

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-Reason = Literal["malformed", "bad-signature", "expired", "wrong-call"]
+Reason = Literal["malformed", "bad-signature", "expired", "wrong-call", "wrong-instance"]
 
 MAX_TOKEN_CHARS = 1024  # refuse before hashing anything larger
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -27,11 +27,12 @@ _MESSAGES: dict[str, str] = {
     "bad-signature": "token signature does not match",
     "expired": "token has expired",
     "wrong-call": "token is for a different call",
+    "wrong-instance": "token was minted by another voxgate instance",
 }
 
 
 class TokenError(ValueError):
-    """A token was refused; `reason` is one of malformed, bad-signature, expired, wrong-call."""
+    """A token was refused; `reason` is malformed, bad-signature, expired, wrong-call or wrong-instance."""
 
     def __init__(self, reason: Reason, detail: str = "") -> None:
         message = _MESSAGES[reason] + (f" ({detail})" if detail else "")
@@ -90,10 +91,11 @@ def mint(secret: bytes | str, call_uuid: str, ttl_s: float, now: float | None = 
 
 
 def verify(secret: bytes | str, token: str, call_uuid: str | None = None,
-           now: float | None = None) -> TokenClaims:
-    """The token's claims if it is ours, intact, for `call_uuid` (when given) and unexpired.
+           now: float | None = None, instance: str | None = None) -> TokenClaims:
+    """The token's claims if it is ours, intact, for `call_uuid` and `instance` (when given) and unexpired.
 
-    The signature is checked before the payload is parsed, so untrusted JSON is never read.
+    The signature is checked before the payload is parsed, so untrusted JSON is never read. Instances
+    that share a secret still refuse each other's tokens: a fork sent to the wrong instance says so.
     """
     key = _key(secret)
     if not isinstance(token, str) or not token:
@@ -118,6 +120,8 @@ def verify(secret: bytes | str, token: str, call_uuid: str | None = None,
     verified = TokenClaims(call_uuid=claims["c"], expires_at=claims["e"], instance=claims["i"])
     if call_uuid is not None and verified.call_uuid != call_uuid:
         raise TokenError("wrong-call", f"{verified.call_uuid}, expected {call_uuid}")
+    if instance is not None and verified.instance != instance:
+        raise TokenError("wrong-instance", f"minted by {verified.instance!r}, this is {instance!r}")
     current = time.time() if now is None else now
     if current >= verified.expires_at:
         raise TokenError("expired", f"at {verified.expires_at}, now {current:.0f}")

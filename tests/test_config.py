@@ -166,11 +166,11 @@ def test_unknown_env_var_is_an_error_not_an_ephemeral_setting():
 
 
 def test_unknown_toml_keys(tmp_path):
-    path = _toml(tmp_path, 'bind_hots = "127.0.0.1"\n[voxgate]\nzzz = 1\n[other]\nx = 1\n')
+    path = _toml(tmp_path, 'bind_hots = "127.0.0.1"\n[voxgate]\nzzz = 1\n[zebra]\nx = 1\n')
     lines = _problems(path=path).splitlines()
     assert f"bind_hots in {path}: unknown setting (did you mean bind_host?)" in lines
     assert f"zzz in {path}: unknown setting" in lines
-    assert f"other in {path}: unknown setting" in lines
+    assert f"zebra in {path}: unknown setting" in lines
 
 
 def test_toml_key_set_twice(tmp_path):

@@ -51,6 +51,11 @@ class AudioSocketServer:
         self._server = await asyncio.start_server(self._handle, host, port)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def stop_listening(self) -> None:
+        """Refuse new connections; the calls already connected go on."""
+        if self._server is not None:
+            self._server.close()
+
     async def stop(self) -> None:
         """Stop listening and end every connection (each call's port is detached)."""
         if self._server is None:

@@ -62,6 +62,7 @@ class AsteriskPbx:
         self._announced: dict[str, asyncio.Event] = {}
         self._early: dict[str, list[AmiEvent]] = {}   # events of calls not adopted yet (variables loading)
         self._variables = tuple(name for name in settings.asterisk_variables.split(",") if name)
+        self._draining = False
 
     async def start(self) -> None:
         host = self._settings.bind_host
@@ -70,6 +71,12 @@ class AsteriskPbx:
         await self.ami.start()
         log.info("Asterisk: AMI %s:%s, AudioSocket on %s:%s, chan_websocket on %s:%s", self._settings.ami_host,
                  self._settings.ami_port, host, self.audiosocket.port, host, self.websocket.port)
+
+    async def stop_listening(self) -> None:
+        """Draining: new calls' media connections are refused (the dialplan goes on without voxgate)."""
+        self._draining = True
+        await self.audiosocket.stop_listening()
+        await self.websocket.stop_listening()
 
     async def stop(self) -> None:
         await self.ami.stop()
@@ -95,6 +102,9 @@ class AsteriskPbx:
     def _announce(self, event: AmiEvent) -> None:
         info = call_info_from_event(event)
         voxgate_id, media_kind = info.variables["voxgate_id"], info.variables["voxgate_media"]
+        if self._draining:
+            log.info("Asterisk: draining, not taking call %s", info.uuid)
+            return
         if not info.uuid or not voxgate_id or info.uuid in self._calls or voxgate_id in self._ports:
             log.error("Asterisk: ignored a VoxgateCall event without a new Uniqueid and VoxgateId (%s, %s)",
                       info.uuid, voxgate_id)

@@ -61,6 +61,11 @@ class WebSocketMediaServer:
             max_size=self._max_message, compression=None, server_header=None, ping_interval=None, max_queue=64)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def stop_listening(self) -> None:
+        """Refuse new connections; the calls already connected go on."""
+        if self._server is not None:
+            self._server.server.close()  # the listener only: Server.close() would end the calls too
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()

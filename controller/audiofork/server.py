@@ -2,7 +2,9 @@
 
 mod_audio_fork cannot send headers, so each call's URL carries a signed, expiring token
 (/fork/<call-uuid>?token=...). Anything without a valid token for a call voxgate is
-expecting is refused before the upgrade.
+expecting is refused before the upgrade. Each instance of a scale-out only accepts tokens it
+minted itself (the token names its instance), so a fork sent to the wrong one is refused with
+reason wrong-instance before any media is read.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ def fork_url(base: str, call_uuid: str, token: str) -> str:
 
 
 class AudioForkServer:
-    """Accepts mod_audio_fork connections and hands each to its call's ForkMediaPort."""
+    """Accepts mod_audio_fork connections and hands each to its call's ForkMediaPort.
+
+    `instance` is this process's instance id: tokens minted by another instance are refused.
+    """
 
     def __init__(self, secret: str, lookup: Callable[[str], ForkMediaPort | None], *,
-                 max_message: int = 65536) -> None:
+                 max_message: int = 65536, instance: str = "") -> None:
         self._secret = secret
+        self._instance = instance
         self._lookup = lookup
         self._max_message = max_message
         self._server: Server | None = None
@@ -53,9 +59,11 @@ class AudioForkServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
+    def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str, detail: str = "") -> Response:
+        """Refuse the upgrade; `detail` goes to the log only (never the token itself)."""
         self.refused += 1
-        log.warning("audio fork connection from %s refused: %s", connection.remote_address, why)
+        log.warning("audio fork connection from %s refused: %s%s", connection.remote_address, why,
+                    f" ({detail})" if detail else "")
         return connection.respond(status, f"{why}\n")
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -67,9 +75,10 @@ class AudioForkServer:
         if not token:
             return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "missing token")
         try:
-            tokens.verify(self._secret, token, call_uuid)
+            tokens.verify(self._secret, token, call_uuid, instance=self._instance)
         except tokens.TokenError as exc:
-            return self._refuse(connection, http.HTTPStatus.FORBIDDEN, f"token {exc.reason}")
+            detail = f"call {call_uuid}: {exc}" if exc.reason == "wrong-instance" else ""
+            return self._refuse(connection, http.HTTPStatus.FORBIDDEN, f"token {exc.reason}", detail)
         if self._lookup(call_uuid) is None:
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND, "no such call")
         return None

@@ -247,6 +247,11 @@ class OutboundServer:
             pass
         conn.close()
 
+    async def stop_listening(self) -> None:
+        """Refuse new channels (FreeSWITCH's `socket` fails over) but keep the sessions already up."""
+        if self._server is not None:
+            await self._hub.call(self._server.close)
+
     async def stop(self) -> None:
         if self._server is not None:
             await self._hub.call(self._server.stop, 2)

@@ -155,7 +155,7 @@ class TransferRecord:
     destination: str
     kind: str = "blind"
     reason: str = ""
-    outcome: str = "accepted"     # accepted | failed
+    outcome: str = "accepted"     # accepted | failed; attended not taken: declined | busy | no_answer
     error: str | None = None
 
     def __post_init__(self) -> None:

@@ -10,6 +10,8 @@ CHANNEL_ORIGINATE/OUTGOING/UUID, CALL_UPDATE, COMMAND, HEARTBEAT and RE_SCHEDULE
 execution of non-event-lock applications, 'event xml', 'log', 'sendevent', a dialplan beyond
 the call's own 'set' + 'socket'/'park' (originate runs its &app() or parks), SIP: a sofia gateway's
 far party is a scripted Callee (simulator/callee.py) whose leg appears only once it answers.
+A call's dialplan may list several 'socket' actions, one per voxgate instance: as in FreeSWITCH a
+refused connect returns at once and the next one runs (simulator/distributor.py picks the order).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from controller.simulator.callee import Callees
 from controller.simulator.caller_leg import report
 from controller.simulator.caller import ScenarioError, Step, load_scenario, run_script
 from controller.simulator.channel import SimChannel
+from controller.simulator.distributor import POLICIES, Distributor, SocketTarget
 from controller.simulator.esl_server import EslServer
 from controller.simulator.events import EventSource, SimClock
 from controller.simulator.outbound import OutboundSession, open_outbound
@@ -90,6 +93,8 @@ class FakeFreeSwitch:
         self.callees = Callees()
         self.ringing: dict[str, asyncio.Event] = {}  # originates not answered yet, by origination_uuid
         self.bridged: dict[str, str] = {}  # uuid_bridge: each channel's uuid -> the other's
+        # which voxgate each call's socket application reached (FreeSWITCH itself keeps only socket_host)
+        self.socket_targets: dict[str, tuple[str, int]] = {}
 
     @property
     def esl_port(self) -> int | None:
@@ -131,11 +136,13 @@ class FakeFreeSwitch:
                          caller_id_number: str = "15551230001", caller_id_name: str = "Sim Caller",
                          variables: dict[str, str] | None = None,
                          outbound_socket: tuple[str, int] | None = None,
-                         socket_args: str = "async full") -> SimChannel:
+                         socket_args: str = "async full",
+                         failover: Sequence[tuple[str, int]] = ()) -> SimChannel:
         """A call from a scripted caller to `destination`.
 
         Its dialplan sets `variables`, then runs 'socket' to voxgate's outbound ESL server or, without
-        outbound_socket, parks unanswered for voxgate's inbound mode (CHANNEL_PARK).
+        outbound_socket, parks unanswered for voxgate's inbound mode (CHANNEL_PARK). `failover` are
+        further instances, one 'socket' action each, tried in order while connects are refused.
         """
         uid = str(uuid_mod.uuid4())
         name = f"loopback/{destination}-b"
@@ -149,8 +156,8 @@ class FakeFreeSwitch:
         self._register(channel)
         dialplan: list[tuple[str, str | None]] = [("set", f"{k}={v}") for k, v in (variables or {}).items()]
         if outbound_socket:
-            host, port = outbound_socket
-            dialplan.append(("socket", f"{host}:{port} {socket_args}"))
+            for host, port in (outbound_socket, *failover):
+                dialplan.append(("socket", f"{host}:{port} {socket_args}"))
         else:
             dialplan.append(("park", None))
         channel.start(dialplan)
@@ -195,6 +202,8 @@ class FakeFreeSwitch:
                                args: list[str]) -> OutboundSession | None:
         session = await open_outbound(self, channel, host, port, args)
         if session is not None:
+            log.info("call %s: socket application connected to %s:%d", channel.uuid, host, port)
+            self.socket_targets[channel.uuid] = (host, port)
             self._outbound.add(session)
             self.spawn(self._serve_outbound(session))
         return session
@@ -238,21 +247,36 @@ class FakeFreeSwitch:
                 task.cancel()
 
 
-async def run_scenario(path: str | Path, *, outbound_socket: tuple[str, int] | None, password: str = "ClueCon",
-                       esl_port: int | None = None, speed: float = 1.0, generation: str = "jambonz",
-                       heard: str | Path | None = None, tmp_dir: Path | None = None) -> SimChannel:
-    """Place the scenario's call, wait until it is over, optionally save what the caller heard."""
+async def run_scenario(path: str | Path, *, outbound_socket: tuple[str, int] | Distributor | None,
+                       password: str = "ClueCon", esl_port: int | None = None, speed: float = 1.0,
+                       generation: str = "jambonz", heard: str | Path | None = None,
+                       tmp_dir: Path | None = None) -> SimChannel:
+    """Place the scenario's call, wait until it is over, optionally save what the caller heard.
+
+    A Distributor as outbound_socket lists every instance, its pick for the scenario's caller first.
+    """
     scenario = load_scenario(path)
+    failover: list[tuple[str, int]] = []
+    if isinstance(outbound_socket, Distributor):
+        first, *rest = [(t.host, t.port) for t in outbound_socket.order(scenario.caller_id_number)]
+        outbound_socket, failover = first, rest
     async with FakeFreeSwitch(password, esl_port=esl_port, speed=speed, generation=generation,
                               tmp_dir=tmp_dir) as switch:
         channel = await switch.place_call(
             scenario.steps, destination=scenario.destination, caller_id_number=scenario.caller_id_number,
             caller_id_name=scenario.caller_id_name, variables=scenario.variables,
-            outbound_socket=outbound_socket)
+            outbound_socket=outbound_socket, failover=failover)
         await channel.ended.wait()
     if heard:
         channel.save_heard(heard)
     return channel
+
+
+def _socket_target(text: str) -> SocketTarget:
+    try:
+        return SocketTarget.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="voxgate simulate",
         description="Place one scripted call into voxgate through a simulated FreeSWITCH 1.10.")
     parser.add_argument("--scenario", required=True, type=Path, help="scenario file (.toml or .json)")
-    parser.add_argument("--connect", metavar="HOST:PORT",
-                        help="voxgate's outbound ESL server; the call runs the socket application to it")
+    parser.add_argument("--connect", metavar="HOST:PORT", action="append", type=_socket_target,
+                        help="voxgate's outbound ESL server; the call runs the socket application to it. "
+                             "Repeat for several instances: a refused connect fails over to the next")
+    parser.add_argument("--distribute", choices=POLICIES, default="round-robin",
+                        help="which instance the call tries first: round-robin (in a fresh switch, the first "
+                             "--connect; like mod_distributor) or hash (of the caller id)")
     parser.add_argument("--esl-port", type=int, metavar="PORT",
                         help="also serve inbound ESL on this port (0: any free port)")
     parser.add_argument("--password", help="inbound ESL password (default: $VOXGATE_SIM_PASSWORD or ClueCon)")
@@ -273,12 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.connect is None and args.esl_port is None:
         parser.error("give --connect (outbound ESL), --esl-port (inbound ESL), or both")
-    outbound = None
-    if args.connect:
-        host, _, port = args.connect.rpartition(":")
-        if not host or not port.isdigit():
-            parser.error(f"--connect wants HOST:PORT, not {args.connect!r}")
-        outbound = (host, int(port))
+    outbound = Distributor(args.connect, args.distribute) if args.connect else None
     if args.speed <= 0:
         parser.error("--speed must be positive")
     password = args.password or os.environ.get("VOXGATE_SIM_PASSWORD") or "ClueCon"

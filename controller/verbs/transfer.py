@@ -48,26 +48,38 @@ async def attended(call: AdapterCall, destination: str, *, consult: Consult | No
         raise ValueError(f"timeout_s must be a number from 1 to {MAX_TIMEOUT_S}, got {timeout_s!r}")
     if call.dialer is None:
         raise CommandFailed("attended transfer needs the controller's dialer (outbound calls configured)")
-    dialer = call.dialer
-    dialer.plan_leg(destination, call.info.pbx)  # ValueError/DialError before the caller hears anything
+    call.dialer.plan_leg(destination, call.info.pbx)  # ValueError/DialError before the caller hears anything
     await call.hold()
-    leg: LegResult | None = None
+    legs: list[LegResult] = []
     try:
-        leg = await _while_caller_stays(call, dialer.dial_leg(destination, pbx=call.info.pbx,
-                                                              ring_timeout_s=max(1, round(timeout_s))))
-        if leg is None:
-            return TransferResult(False, "failed", "the caller hung up while the destination rang")
-        if leg.outcome != ANSWERED or leg.call is None:
-            outcome = leg.outcome if leg.outcome in (BUSY, NO_ANSWER) else "failed"
-            return TransferResult(False, outcome, leg.cause)
-        accepted = await _consulted(call, leg.call, consult, timeout_s)
-        if isinstance(accepted, TransferResult):
-            return accepted
-        if not accepted:
-            return TransferResult(False, "declined", "the consulted party returned the call")
-        return await _bridge(call, leg.call, destination, reason)
+        result = await _transfer(call, destination, consult, timeout_s, legs)
+        # every attempt is a transfers row, those not taken too: how often the desk declines is worth a report
+        error = None if result.accepted else result.detail or result.outcome
+        call._emit(Transferred(datetime.now(UTC), destination, kind="attended", reason=reason, error=error,
+                               outcome="accepted" if result.accepted else result.outcome))
+        return result
     finally:
-        await _clean_up(call, leg)
+        await _clean_up(call, legs[0] if legs else None)
+
+
+async def _transfer(call: AdapterCall, destination: str, consult: Consult | None, timeout_s: float,
+                    legs: list[LegResult]) -> TransferResult:
+    """Dial, consult, bridge; the dialled leg goes into `legs` for the clean-up."""
+    assert call.dialer is not None
+    leg = await _while_caller_stays(call, call.dialer.dial_leg(destination, pbx=call.info.pbx,
+                                                               ring_timeout_s=max(1, round(timeout_s))))
+    if leg is None:
+        return TransferResult(False, "failed", "the caller hung up while the destination rang")
+    legs.append(leg)
+    if leg.outcome != ANSWERED or leg.call is None:
+        outcome = leg.outcome if leg.outcome in (BUSY, NO_ANSWER) else "failed"
+        return TransferResult(False, outcome, leg.cause)
+    accepted = await _consulted(call, leg.call, consult, timeout_s)
+    if isinstance(accepted, TransferResult):
+        return accepted
+    if not accepted:
+        return TransferResult(False, "declined", "the consulted party returned the call")
+    return await _bridge(call, leg.call, destination)
 
 
 async def _consulted(call: AdapterCall, leg: AdapterCall, consult: Consult | None,
@@ -86,16 +98,13 @@ async def _consulted(call: AdapterCall, leg: AdapterCall, consult: Consult | Non
     return bool(answer)
 
 
-async def _bridge(call: AdapterCall, leg: AdapterCall, destination: str, reason: str) -> TransferResult:
-    """Caller and leg joined at the PBX; both leave voxgate, and the caller's call records the transfer."""
+async def _bridge(call: AdapterCall, leg: AdapterCall, destination: str) -> TransferResult:
+    """Caller and leg joined at the PBX; both leave voxgate."""
     await call.unhold()
     try:
         await call.bridge(leg, destination)
     except (CommandFailed, CallGone) as exc:
-        detail = str(exc) or "call gone"
-        call._emit(Transferred(datetime.now(UTC), destination, kind="attended", reason=reason, error=detail))
-        return TransferResult(False, "failed", f"bridge: {detail}")
-    call._emit(Transferred(datetime.now(UTC), destination, kind="attended", reason=reason))
+        return TransferResult(False, "failed", f"bridge: {str(exc) or 'call gone'}")
     return TransferResult(True, "bridged", f"bridged with {leg.info.uuid}")
 
 

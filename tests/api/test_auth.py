@@ -25,7 +25,7 @@ def _routes() -> list[tuple[str, str]]:
 
 async def test_every_documented_route_refuses_a_request_without_the_right_token(api_rig):
     routes = _routes()
-    assert len(routes) == 8
+    assert len(routes) == 10
     for method, path in routes:
         for headers, why in (({}, None), ({"Authorization": f"Bearer {WRONG}"}, "invalid_token"),
                              ({"Authorization": f"Basic {TOKEN}"}, None), ({"Authorization": "Bearer "}, None),

@@ -28,7 +28,8 @@ def consulted(key: str) -> CallerScript:
     return CallerScript([Listen(0.5, timeout=15), Dtmf(key), WaitFor("hangup", timeout=20)])
 
 
-async def start(tmp_path, database_url, kept: dict) -> OutboundRig:
+def attended_flow(kept: dict) -> FlowRegistry:
+    """The flow under test on every PBX: an attended transfer to NUMBER; the result is kept for the test."""
     flows = FlowRegistry()
 
     @flows.register("attended")
@@ -40,7 +41,11 @@ async def start(tmp_path, database_url, kept: dict) -> OutboundRig:
             await call.play_audio(*PROMPT)  # the flow goes on: the caller hears it
             return "returned"
         return "transferred"
+    return flows
 
+
+async def start(tmp_path, database_url, kept: dict) -> OutboundRig:
+    flows = attended_flow(kept)
     upgrade(database_url)
     switch = FakeFreeSwitch(SIM_PASSWORD, tmp_dir=tmp_path, gateways=TRUNKS)
     await switch.start()
@@ -102,6 +107,10 @@ async def test_a_transfer_not_taken_gives_the_caller_back(rig_kept, callee, outc
     assert kept["result"].outcome == outcome and not kept["result"].accepted
     assert cdr["outcome"] == "returned" and not rig.pbx.bridged
     assert len(caller.heard) > 0
+    await rig.controller.writer.flush()
+    rows = list_rows(rig.database_url, "transfers", caller.uuid)
+    assert [(r["kind"], r["outcome"], r["destination"]) for r in rows] == [("attended", outcome, NUMBER)]
+    assert rows[0]["error"] == kept["result"].detail
     assert not [c for c in rig.pbx.channels.values() if c.uuid != caller.uuid and not c.hung_up]
 
 
