@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 from controller import prompts, tokens, tracing
 from controller.adapter import AdapterCall
@@ -57,6 +58,7 @@ FLOW_SETTLE_S = 0.5
 FLOW_CANCEL_WAIT_S = 5.0  # a flow that swallows its cancellation is left behind after this
 STOP_WAIT_S = 15.0  # stop(): cancelled call tasks get this long to hang up and write their records
 SWITCH_INTERVAL_S = 0.0005
+State = Literal["starting", "ready", "draining"]
 MEDIA_CONNECT_WAIT_S = 3.0
 
 
@@ -120,8 +122,8 @@ class Controller:
         self.metrics = Metrics(self)
         self.tracing = tracing.start(settings)  # None unless settings.otel: then nothing is traced
         self.webhooks = WebhookDispatcher(settings.webhooks, self._submit_record)
-        self.api: ApiServer | None = None  # the HTTP API (settings.api), started last, stopped last
-        self.state = "starting"  # then "ready" (taking calls), then "draining": what readiness probes report
+        self.api: ApiServer | None = None  # the HTTP API (settings.api): started last, stopped after the calls
+        self.state: State = "starting"  # then "ready" (taking calls), then "draining": what readiness reports
 
     async def start(self) -> None:
         if self.settings.preload_engines:
@@ -159,15 +161,17 @@ class Controller:
         """Drain, then stop: take no new calls, let calls in progress run up to `drain_s`, end the rest.
 
         The listeners close first, so the PBX's next call fails over to another instance (FreeSWITCH's
-        `socket` with continue_on_fail, Asterisk's dialplan after AudioSocket fails). The API stays up
-        until the end: readiness answers 503 "draining" meanwhile.
+        next `socket` action, Asterisk's dialplan after AudioSocket fails). Nothing more is dialled: an
+        answered leg could not come back. The API stays up while the calls finish, so readiness answers
+        503 "draining" meanwhile.
         """
-        self.state = "draining"
+        self.state = "draining"  # the dialer refuses new calls from here on
         await self.outbound.stop_listening()
         if self.asterisk is not None:
             await self.asterisk.stop_listening()
+        if self.api is not None:
+            await self.api.stop_dialling()
         if self._tasks:
-            log.info("draining: %d call(s) in progress get up to %.0f s to finish", len(self.calls), drain_s)
             await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
             task.cancel()
@@ -321,7 +325,7 @@ class Controller:
                 outcome = "transferred"  # the channel goes on in the dialplan; voxgate lets go of it
             else:
                 await self._finish(call)
-            record = call.call_record(outcome, error)
+            record = replace(call.call_record(outcome, error), instance=self.settings.instance_id)
             self._submit(lambda: self.writer.submit_call(record))
             self.metrics.call_ended(record)
             if self.tracing is not None:

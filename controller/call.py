@@ -60,8 +60,8 @@ class DtmfSent(CallEvent):
 class Transferred(CallEvent):
     """voxgate asked the PBX to transfer the call; `error` is set when the PBX refused.
 
-    `outcome` is set for attended transfers that were not taken (declined, busy, no_answer, failed); otherwise
-    the record's outcome follows from `error` (failed or accepted).
+    Attended transfers set `outcome` (accepted, declined, busy, no_answer, failed); for blind ones it is
+    left empty and follows from `error` (failed or accepted).
     """
 
     destination: str

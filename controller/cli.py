@@ -132,7 +132,9 @@ def cmd_health(args: argparse.Namespace) -> int:
         ("ready" if args.ready else "live")
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {settings.api_token.reveal()}"})
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+        # no proxy: the probe is local, and a proxy from the environment would be handed the token
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=args.timeout) \
+                as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         print(f"voxgate health: {url} answered {exc.code}: {exc.read(200).decode(errors='replace')}", file=sys.stderr)

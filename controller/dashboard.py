@@ -88,8 +88,8 @@ class Sessions:
         """A cookie this key signed, not yet expired, and not claiming more than one session's life."""
         payload, _, signature = (cookie or "").rpartition(".")
         expiry = payload.partition(".")[0]
-        if not expiry.isdigit() or not hmac.compare_digest(signature.encode("utf-8", "replace"),
-                                                           self._sign(payload).encode()):
+        signed = hmac.compare_digest(signature.encode("utf-8", "replace"), self._sign(payload).encode())
+        if not (signed and expiry.isascii() and expiry.isdigit()):
             return False
         return now < int(expiry) <= now + self.ttl_s
 
@@ -247,14 +247,14 @@ class _Dashboard:
 
 
 class _BadQuery(ValueError):
-    pass
+    """A query parameter out of range: a 422 naming it."""
 
 
 def _number(request: web.Request, name: str, default: int, most: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise _BadQuery(f"{name} must be a whole number from 1 to {most}")
     return int(raw)
 

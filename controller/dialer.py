@@ -59,7 +59,7 @@ _CALLER_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
 
 
 class DialError(RuntimeError):
-    """Outbound calls cannot be placed at all (no PBX configured for them); nothing was dialled."""
+    """Outbound calls cannot be placed (no PBX configured for them, or draining); nothing was dialled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +305,8 @@ class Dialer:
     def plan(self, request: OutboundCall) -> _Plan:
         """The request checked and completed from the settings; ValueError says what is wrong, DialError
         that its PBX is not set up for outbound calls."""
+        if self._controller.state == "draining":  # the answered call could not come back to this instance
+            raise DialError("this instance is draining: it places no new calls; use another instance")
         settings = self._settings
         number = to_e164(request.number, settings.default_region, check=settings.number_check)
         if request.flow != LEG_FLOW and request.flow not in self._controller.flows:

@@ -390,8 +390,6 @@ class _Api:
 
     async def start_outbound_call(self, request: web.Request, params: dict[str, Any],
                                   body: dict[str, Any]) -> web.Response:
-        if self.controller.state == "draining":
-            raise ApiError(503, "this instance is draining: send outbound calls to another one")
         dialer = getattr(self.controller, "dialer", None)
         if dialer is None or not dial_pbxs(self.controller):
             raise ApiError(503, "outbound calling is not configured: it needs FreeSWITCH's event socket "
@@ -549,7 +547,11 @@ def build_api(controller: Controller, token: str) -> web.Application:
     async def close(_: web.Application) -> None:
         await api.close()
     app.on_cleanup.append(close)
+    app[_API] = api
     return app
+
+
+_API = web.AppKey("api", _Api)
 
 
 class ApiServer:
@@ -579,6 +581,10 @@ class ApiServer:
         self._runner = runner
         self.port = runner.addresses[0][1]
         log.info("HTTP API on http://%s:%s%s", self._host, self.port, API_PREFIX)
+
+    async def stop_dialling(self) -> None:
+        """Draining: hang up the requests still ringing; an answer could no longer reach this instance."""
+        await self._app[_API].dials.close()
 
     async def stop(self) -> None:
         """Finish in-flight requests (up to SHUTDOWN_S), stop dialling, close the database pool."""

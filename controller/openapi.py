@@ -86,6 +86,7 @@ _SUMMARY = {
     "caller_id_name": _TEXT, "caller_id_number": _TEXT, "destination": _TEXT, "started_at": _time(),
     "answered_at": _time(nullable=True), "ended_at": _time(), "duration_s": _INT, "billsec": _INT,
     "hangup_cause": _TEXT, "flow": _TEXT, "outcome": _TEXT, "error": _TEXT_OR_NULL,
+    "instance": _TEXT_OR_NULL | {"description": "the voxgate instance that handled the call (instance_id)"},
 }
 
 _SCHEMAS: dict[str, Any] = {

@@ -11,7 +11,9 @@ data, and an engine's error text may quote them (or a URL with a key), so errors
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +43,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ERROR_TYPE = re.compile(r"[A-Za-z_][\w.]*")
 
 Attributes = dict[str, str | bool | int | float]
+
+log = logging.getLogger(__name__)
+
+
+def _contained(hook):
+    """A tracing fault is logged and stops there: a call's clean-up and records never depend on its trace."""
+    @functools.wraps(hook)
+    def run(self, record) -> None:
+        try:
+            hook(self, record)
+        except Exception:
+            log.exception("tracing: %s failed; the call goes on untraced", hook.__name__)
+    return run
 
 
 def unavailable(*, exporter: bool = True) -> str | None:
@@ -242,6 +257,7 @@ class Tracing:
         self._tracer: Tracer = provider.get_tracer("voxgate")
         self._calls: dict[str, _CallSpan] = {}
 
+    @_contained
     def call_started(self, info: CallInfo) -> None:
         start = _ns(info.started_at or datetime.now(UTC))
         span = self._tracer.start_span("call", start_time=start, attributes={
@@ -249,6 +265,7 @@ class Tracing:
             "voxgate.call.direction": info.direction})
         self._calls[info.uuid] = _CallSpan(span, self._trace.set_span_in_context(span), start)
 
+    @_contained
     def turn_completed(self, turn: TurnRecord) -> None:
         call = self._calls.get(turn.call_uuid)
         if call is None:
@@ -264,6 +281,7 @@ class Tracing:
             call.waiting = None
         self._emit(call, turn_trace(caller, turn))
 
+    @_contained
     def call_ended(self, record: CallRecord) -> None:
         call = self._calls.pop(record.call_uuid, None)
         if call is None:
@@ -287,10 +305,6 @@ class Tracing:
             call.span.end()
         self._calls.clear()
         await asyncio.to_thread(self.provider.shutdown)  # waits for the exporter: off the loop
-
-    async def flush(self) -> bool:
-        """Export every ended span now; True when the exporter took them all in time."""
-        return await asyncio.to_thread(self.provider.force_flush)
 
     def _flush(self, call: _CallSpan) -> None:
         if call.waiting is not None:

@@ -98,6 +98,7 @@ class CallEnded:
     error: str | None
     variables: dict[str, str]
     state: dict[str, Any] | None
+    instance: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,29 +70,26 @@ def find(who: str, path: Path | None = None) -> Customer | None:
     return Customer(*row) if row else None
 
 
-def tools_for(call: Call) -> tuple:
-    """The agent's tools for one call: they note what they learn in this call's state."""
+@tool
+async def find_customer(who: str, call: Call) -> dict[str, str]:
+    """Look a customer up by account number, phone number or full name."""
+    customer = await asyncio.to_thread(find, who)
+    if customer is None:
+        return {"say": "I couldn't find that account. Could you check the number?"}
+    call.state["customer"] = {**asdict(customer), "found_by": "lookup"}  # the agent's tools get the call
+    return {"say": f"Thanks, {customer.first_name}. I found your {customer.plan} account. How can I help?"}
 
-    @tool
-    async def find_customer(who: str) -> dict[str, str]:
-        """Look a customer up by account number, phone number or full name."""
-        customer = await asyncio.to_thread(find, who)
-        if customer is None:
-            return {"say": "I couldn't find that account. Could you check the number?"}
-        call.state["customer"] = {**asdict(customer), "found_by": "lookup"}
-        return {"say": f"Thanks, {customer.first_name}. I found your {customer.plan} account. How can I help?"}
 
-    @tool
-    def transfer_to_human() -> TransferCall:
-        """Connect the caller to a person at the front desk."""
-        return TransferCall(FRONT_DESK, "Of course. Connecting you to a colleague now.")
+@tool
+def transfer_to_human() -> TransferCall:
+    """Connect the caller to a person at the front desk."""
+    return TransferCall(FRONT_DESK, "Of course. Connecting you to a colleague now.")
 
-    @tool
-    def end_call() -> EndCall:
-        """End the call when the caller is done."""
-        return EndCall("Thanks for calling Acme. Goodbye!")
 
-    return find_customer, transfer_to_human, end_call
+@tool
+def end_call() -> EndCall:
+    """End the call when the caller is done."""
+    return EndCall("Thanks for calling Acme. Goodbye!")
 
 
 CONFIG = AgentConfig(
@@ -100,6 +97,7 @@ CONFIG = AgentConfig(
                    "find_customer when they give an account number, a phone number or their name; "
                    "connect them to a person when they ask."),
     greeting="Hi, thanks for calling Acme. Can I have your account number, or shall I connect you to someone?",
+    tools=(find_customer, transfer_to_human, end_call),
     intents=(
         Intent("lookup", ("my account number is", "my phone number is", "look up my account", "account number"),
                tool="find_customer", slot="who", ask=ASK_NUMBER),
@@ -115,7 +113,7 @@ CONFIG = AgentConfig(
 async def receptionist(call: Call) -> str:
     customer = await asyncio.to_thread(find, call.info.caller_id_number)
     call.state["caller_id"] = call.info.caller_id_number
-    config = replace(CONFIG, tools=tools_for(call))
+    config = CONFIG
     if customer is not None:
         call.state["customer"] = {**asdict(customer), "found_by": "caller_id"}
         config = replace(config, greeting=f"Hi {customer.first_name}, welcome back to Acme. How can I help you today?")

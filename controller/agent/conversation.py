@@ -122,7 +122,7 @@ class Conversation:
         self.on_turn = on_turn
         self.result = AgentResult("caller_hangup")
         self.messages: list[Message] = [Message("system", config.system_prompt)]
-        self._tools = {t.spec.name: t for t in config.tools}
+        self._tools = {t.spec.name: t.on(call) for t in config.tools}
         self._llm = engines.llm
         grounded = isinstance(engines.llm, GroundedModel)
         if grounded or (config.intents and not engines.llm.calls_tools):

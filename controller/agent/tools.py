@@ -1,17 +1,20 @@
 """Python functions a flow hands to its agent: a JSON Schema from the signature, timed calls.
 
 A tool may return a call action (EndCall, TransferCall) to end the conversation; anything else
-is its result, given back to the model (and to the records) as JSON.
+is its result, given back to the model (and to the records) as JSON. A parameter named `call`
+receives the call the agent is on (its caller id, its `state`); the model never sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any, get_type_hints
 
 from controller.agent.engines import ToolCall, ToolFunction, ToolSpec
@@ -37,11 +40,20 @@ class TransferCall:
 CallAction = EndCall | TransferCall
 
 
+CALL_PARAMETER = "call"
+
+
 @dataclass(frozen=True, slots=True)
 class Tool:
     spec: ToolSpec
     fn: ToolFunction
     timeout_s: float = 5.0
+
+    def on(self, call: Any) -> Tool:
+        """This tool for one call: its `call` parameter, if it has one, is that call."""
+        if CALL_PARAMETER not in inspect.signature(self.fn).parameters:
+            return self
+        return replace(self, fn=functools.partial(self.fn, **{CALL_PARAMETER: call}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +93,14 @@ def tool(fn: ToolFunction | None = None, *, name: str | None = None, description
 
 
 def _schema(fn: ToolFunction) -> dict[str, Any]:
-    hints = get_type_hints(fn)
+    # the `call` annotation is not evaluated: flows often import Call only under TYPE_CHECKING
+    shown = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != CALL_PARAMETER}
+    hints = get_type_hints(SimpleNamespace(__annotations__=shown), globalns=getattr(fn, "__globals__", None))
     properties: dict[str, Any] = {}
     required: list[str] = []
     for param in inspect.signature(fn).parameters.values():
+        if param.name == CALL_PARAMETER:
+            continue  # given by voxgate (Tool.on), not by the model
         kind = _JSON_TYPES.get(hints.get(param.name, str))
         if kind is None:
             raise TypeError(f"tool {fn.__name__}: argument {param.name} must be str, int, float or bool")
@@ -100,6 +116,8 @@ async def run_tool(tools: dict[str, Tool], call: ToolCall) -> ToolOutcome:
     found = tools.get(call.name)
     if found is None:
         return ToolOutcome(call, None, f"no tool named {call.name!r}", 0.0)
+    if CALL_PARAMETER in call.arguments:  # a keyword given here would replace the bound call
+        return ToolOutcome(call, None, f"argument {CALL_PARAMETER!r} is voxgate's to give, not the model's", 0.0)
     try:
         result = found.fn(**call.arguments)
         if inspect.isawaitable(result):

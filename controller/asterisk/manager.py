@@ -257,7 +257,7 @@ class AmiClient:
 
     async def _run(self, started: asyncio.Future[None]) -> None:
         delay = self._backoff[0]
-        while True:
+        while not self._stopped:  # also ends a loop whose cancellation a racing connect attempt swallowed
             try:
                 session = await self._open()
             except AmiLoginError as exc:

@@ -274,8 +274,9 @@
   // ------------------------------------------------------------ routing and refresh
 
   function guard(task) {
-    return () => task().then(() => status(`updated ${clock(new Date().toISOString())}`),
-                             (error) => status(`could not load: ${error.message}`));
+    // Promise.resolve().then: a task that throws before its promise (a malformed #/call/%zz) reports too
+    return () => Promise.resolve().then(task).then(() => status(`updated ${clock(new Date().toISOString())}`),
+                                                   (error) => status(`could not load: ${error.message}`));
   }
 
   function route() {

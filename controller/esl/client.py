@@ -182,12 +182,11 @@ class InboundClient:
             self._jobs.pop(job_uuid, None)
 
     async def stop(self) -> None:
-        if self._task:
+        # Python 3.11's wait_for (under hub.call) swallows a cancellation that lands as a connect attempt
+        # fails; the retry loop then sleeps on as if never cancelled. So cancel until the task is done.
+        while self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._task}, timeout=1.0)
         if self.link is not None:
             await self.link.close()
         self._fail_jobs("ESL client stopped")

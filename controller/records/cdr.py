@@ -37,6 +37,7 @@ class CallRecord:
     error: str | None
     variables: dict[str, str]
     state: dict[str, Any] | None = None  # the flow's call.state, JSON-able
+    instance: str | None = None  # the voxgate instance that handled the call
 
     def __post_init__(self) -> None:
         _require_aware(self.started_at, self.answered_at, self.ended_at)

@@ -101,6 +101,7 @@ class CallRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     variables: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     state: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # what the flow kept (call.state)
+    instance: Mapped[str | None] = mapped_column(String())  # the voxgate instance that handled it (instance_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 

@@ -137,3 +137,30 @@ def test_tool_schema_from_the_signature_and_failures_become_outcomes():
     assert bad_args.error.startswith("TypeError")
     ended = asyncio.run(run_tool(tools, ToolCall("5", "bye", {})))
     assert ended.action == EndCall("Goodbye!") and json.loads(ended.content()) == {"ok": True, "say": "Goodbye!"}
+
+
+def test_a_tool_gets_the_call_it_runs_on_and_the_model_cannot_give_it():
+    class FakeCallState:  # stands in for the Call a conversation binds: only its state is read here
+        state: dict = {}
+
+    @tool
+    async def note(topic: str, call: NotImportedHere) -> str:  # noqa: F821 - as with Call under TYPE_CHECKING
+        """Notes the topic in the call's state."""
+        call.state["topic"] = topic
+        return "noted"
+
+    assert note.spec.parameters == {"type": "object", "required": ["topic"], "properties": {
+        "topic": {"type": "string"}}}
+    on_call = FakeCallState()
+    tools = {note.spec.name: note.on(on_call)}
+    done = asyncio.run(run_tool(tools, ToolCall("1", "note", {"topic": "billing"})))
+    assert done.error is None and on_call.state == {"topic": "billing"}
+    forged = asyncio.run(run_tool(tools, ToolCall("2", "note", {"topic": "x", "call": "forged"})))
+    assert forged.error == "argument 'call' is voxgate's to give, not the model's"
+    assert on_call.state == {"topic": "billing"}
+
+    @tool
+    def bye() -> EndCall:
+        """Ends."""
+        return EndCall("Goodbye!")
+    assert bye.on(on_call) is bye  # nothing to bind

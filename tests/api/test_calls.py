@@ -28,7 +28,7 @@ async def test_calls_are_listed_newest_first_with_their_cdr_fields(seeded):
                   "caller_id_number": "15551230001", "destination": "5000", "started_at": "2026-03-02T09:10:00Z",
                   "answered_at": "2026-03-02T09:10:01Z", "ended_at": "2026-03-02T09:11:01Z", "duration_s": 61,
                   "billsec": 60, "hangup_cause": "NORMAL_CLEARING", "flow": "assistant", "outcome": "transferred",
-                  "error": None}
+                  "error": None, "instance": None}  # seeded records name no instance
 
 
 @pytest.mark.parametrize(("query", "expected"), [

@@ -112,3 +112,15 @@ async def test_without_a_pbx_to_dial_through_outbound_calls_are_503(api_rig):
     assert "outbound calling is not configured" in body["error"]["message"]
     status, body = await api_rig.get("/outbound-calls/never-made")
     assert status == 404 and body["error"]["field"] == "request_id"
+
+
+async def test_a_draining_instance_dials_nothing_more(dial_rig):
+    dial_rig.sim.callees.script(Answer(UNTIL_HANGUP))
+    dial_rig.controller.state = "draining"  # as stop() sets it first: an answered leg could not come back
+    status, body = await dial_rig.post("/outbound-calls", json={"number": "+12025550123", "flow": "hold",
+                                                                "request_id": "drain-1"})
+    assert status == 503 and "draining" in body["error"]["message"], body
+    assert dial_rig.sim.callees.dialled == []
+    status, _ = await dial_rig.get("/health/ready")
+    assert status == 503
+    dial_rig.controller.state = "ready"

@@ -31,8 +31,8 @@ async def test_a_manager_signs_in_and_sees_live_recent_and_daily_figures_and_a_c
     await board.stored(finished.uuid)
     agent_cdr = await board.stored(agent.uuid, timeout=60)
     spoken = [t for t in list_turns(board.database_url, agent.uuid) if t["speaker"] == "agent"]
-    assert [t["text"] for t in spoken] == [GREETING, REPLY, REPLY], agent.script_error
-    assert all(t["voice_to_voice_ms"] > 0 for t in spoken[1:])  # replies to the caller: timed
+    assert [t["text"] for t in spoken] == [GREETING, REPLY], agent.script_error
+    assert spoken[1]["voice_to_voice_ms"] > 0  # a reply to the caller: timed
 
     started = time.perf_counter()
     async with Chromium(WIDTH, HEIGHT) as browser:
@@ -69,7 +69,7 @@ async def test_a_manager_signs_in_and_sees_live_recent_and_daily_figures_and_a_c
         await page.click(f'a[href="#/call/{agent.uuid}"]')
         await page.wait_for("document.body.dataset.call === 'ok'")
         transcript = await page.evaluate("document.getElementById('transcript').innerText")
-        for said in (GREETING, HEARD[0], HEARD[1], REPLY):
+        for said in (GREETING, HEARD, REPLY):
             assert said in transcript
         rows = await page.evaluate("[...document.querySelectorAll('#latency tbody tr')]"
                                    ".map((tr) => [...tr.cells].map((td) => td.textContent))")

@@ -41,7 +41,7 @@ async def test_live_and_recent_calls_are_the_calls_placed_through_the_simulator(
         assert datetime.fromisoformat(call["started_at"]) == row["started_at"]
     status, body = await board.data("calls?limit=1", cookie)
     assert [call["call_uuid"] for call in body["calls"]] == [done[1].uuid]
-    for bad in ("limit=0", "limit=201", "limit=x", "limit=-1"):
+    for bad in ("limit=0", "limit=201", "limit=x", "limit=-1", "limit=%C2%B2"):  # "²" is a digit to Python
         status, body = await board.data(f"calls?{bad}", cookie)
         assert status == 422 and "limit must be a whole number from 1 to 200" in body["error"]["message"], bad
 

@@ -150,9 +150,9 @@ async def test_the_drain_deadline_ends_calls_still_going_and_records_why(tmp_pat
                 serve.process.kill()
         took = time.monotonic() - sent
         for channel in channels:
-            await asyncio.wait_for(channel.ended.wait(), 5)
+            await asyncio.wait_for(channel.ended.wait(), 10)
     assert serve.process.returncode == 0
-    assert took < 10, took
+    assert took < 20, took  # 1 s of drain, then hang-ups and records; generous for a loaded machine
     why = "voxgate stopped before the call ended (drain_s passed)"
     assert _cdrs(tmp_path) == {channel.uuid: ("interrupted", why) for channel in channels}
     assert all(channel.hangup_cause == "NORMAL_CLEARING" for channel in channels)

@@ -149,7 +149,7 @@ def _cdrs(database_url: str) -> list[dict]:
     try:
         with engine.connect() as db:
             return [dict(row._mapping) for row in db.execute(text(
-                "select call_uuid, flow, outcome, error, state from calls order by call_uuid"))]
+                "select call_uuid, flow, outcome, error, state, instance from calls order by call_uuid"))]
     finally:
         engine.dispose()
 
@@ -206,6 +206,7 @@ async def test_two_instances_split_the_calls_and_record_them_together(tmp_path, 
         channel, first, hz = calls[row["call_uuid"]]
         assert (row["flow"], row["outcome"], row["error"]) == ("fingerprint", "fingerprinted", None), row
         assert row["state"]["instance"] == instance_of[first], row  # ran on the instance its socket reached
+        assert row["instance"] == instance_of[first], row  # and its CDR says so
         assert abs(row["state"]["tone_hz"] - hz) <= 5, (row, hz)  # and heard its own caller, no one else
         assert row["state"]["heard_s"] >= 0.9, row
         assert channel.hangup_cause == "NORMAL_CLEARING"

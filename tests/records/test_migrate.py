@@ -170,3 +170,14 @@ def test_webhook_deliveries_revision_goes_down_and_up_again(empty_url):
         assert _schema(empty_url) == before
     migrate.upgrade(empty_url)
     assert _model_drift(empty_url) == []
+
+
+def test_call_instance_revision_goes_down_and_up_again(empty_url):
+    migrate.upgrade(empty_url, "0006")
+    for _ in range(2):  # 0006 -> 0007 -> 0006 -> 0007
+        migrate.upgrade(empty_url, "0007")
+        assert "instance" in _columns(empty_url, "calls")
+        migrate.downgrade(empty_url, "0006")
+        assert "instance" not in _columns(empty_url, "calls")
+    migrate.upgrade(empty_url)
+    assert _model_drift(empty_url) == []
