@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -232,6 +233,41 @@ def type_counts() -> Counter[str]:
     return counts
 
 
+def cyclic_garbage() -> Counter[str]:
+    """A full collection, and what it freed by type: objects in reference cycles, which wait for the collector's
+    full pass (every 300 s) instead of going when their call ends."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        freed = Counter(type_name(o) for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    gc.collect()
+    return freed
+
+
+def dead_weakref_holders() -> Counter[str]:
+    """Who keeps weak references whose object is gone (each one a small leak when it grows with the calls):
+    the container, and what holds the container. Plain loops: a comprehension's closure would hold them too."""
+    dead = []
+    for obj in gc.get_objects():
+        if isinstance(obj, weakref.ref) and obj() is None:
+            dead.append(obj)
+    holders: Counter[str] = Counter()
+    for ref in dead:
+        containers = gc.get_referrers(ref)
+        for container in containers:
+            if container is dead or isinstance(container, types.FrameType):
+                continue
+            owners = set()
+            for owner in gc.get_referrers(container):
+                if owner is not containers and not isinstance(owner, types.FrameType):
+                    owners.add(type_name(owner))
+            holders[f"{type_name(container)} held by {', '.join(sorted(owners)[:3]) or 'nothing tracked'}"] += 1
+    return holders
+
+
 def sample(controller, probe: Probe, journal_dir: Path) -> dict:
     started = time.perf_counter()
     calls = list(controller.calls.values())
@@ -264,16 +300,18 @@ async def answer(command: str, controller, probe: Probe, journal_dir: Path) -> d
     except TimeoutError:
         pass  # left in `pending`: the parent reports it as records not written
     before = sample(controller, probe, journal_dir)
-    gc.collect()
-    fds, types = open_fds(), type_counts()
-    objects = sum(n for name, n in types.items() if not name.startswith("weakref to "))
+    garbage = cyclic_garbage()
+    fds, counts = open_fds(), type_counts()
+    objects = sum(n for name, n in counts.items() if not name.startswith("weakref to "))
     out = {**before, "rss_after_gc_kib": rss_kib(), "objects_after_gc": objects, "fds": len(fds),
+           "garbage": sum(garbage.values()), "garbage_types": garbage.most_common(TOP_TYPES),
            "py_blocks_after_gc": sys.getallocatedblocks(), "malloc_after_gc_kib": malloc_in_use_kib()}
     if command == "baseline":
-        probe.baseline_fds, probe.baseline_types = fds, types
+        probe.baseline_fds, probe.baseline_types = fds, counts
         out["fd_kinds"] = dict(Counter(fd_kind(t) for t in fds.values()))
         return out
-    grown = Counter(types)
+    out["dead_weakref_holders"] = dead_weakref_holders().most_common(5)
+    grown = Counter(counts)
     grown.subtract(probe.baseline_types)
     out["type_growth"] = [(name, n) for name, n in grown.most_common(TOP_TYPES) if n > 0]
     out["new_fds"] = sorted(t for fd, t in fds.items() if probe.baseline_fds.get(fd) != t)
@@ -726,6 +764,12 @@ def summarise(result: dict, args) -> list[str]:
               f"({(final['objects_after_gc'] - baseline['objects_after_gc']) / max(1, placed.placed - 1):+.2f} "
               f"per call); full collections {final['full_gcs']}; peak tasks {max(s['tasks'] for s in during)}")
     print(f"  object types    grown since the baseline, after a full collection: {final['type_growth'] or 'none'}")
+    print(f"  dead weakrefs   kept by {final['dead_weakref_holders'] or 'nothing'}")
+    since = next((s for s in during if s["full_gcs"] == final["full_gcs"]), None) if final["full_gcs"] else None
+    ended = final["finished"] - (since["finished"] if since else 1)  # the baseline's collection took the first call
+    print(f"  cyclic garbage  the final collection freed {final['garbage']} objects in cycles, "
+          f"{final['garbage'] / max(1, ended):.0f} per call ended since the previous full collection "
+          f"({ended}): {final['garbage_types'][:8]}")
     print(f"descriptors       {result['started']['fds']} at start, {baseline['fds']} at the baseline "
           f"{baseline['fd_kinds']}, peak {max(s['fds'] for s in during)}, {final['fds']} once all calls ended "
           f"({result['settle_s']:.1f} s after the last hang-up); new {final['new_fds'] or 'none'}, "
@@ -801,7 +845,8 @@ def main() -> None:
     parser.add_argument("--ramp-s", type=float, default=10.0, help="the first calls arrive over this long")
     parser.add_argument("--warmup", type=float, default=0.5, help="fraction of the run before the growth fit")
     parser.add_argument("--max-growth", type=float, default=1024.0,
-                        help="KiB per call-hour of RSS growth after warm-up that fails the gate (default 1024)")
+                        help="KiB per call-hour of RSS growth after warm-up that fails the gate (default 1024); "
+                             "meaningful from about 10 minutes: voxgate's full collection runs every 300 s")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ami-port", type=int, help=argparse.SUPPRESS)
