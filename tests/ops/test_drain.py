@@ -104,7 +104,7 @@ def _cdrs(tmp_path: Path) -> dict[str, tuple[str, str | None]]:
 
 
 async def test_sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_exits(tmp_path):
-    serve = await _serve(tmp_path, drain_s=20)
+    serve = await _serve(tmp_path, drain_s=60)
     async with FakeFreeSwitch("ClueCon", esl_port=None) as switch:
         try:
             code, said = await serve.health()
@@ -112,11 +112,11 @@ async def test_sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_ex
             assert (await serve.health("--ready"))[0] == 0
             status, body = await _get(serve.api_port, "/health/ready")
             assert (status, body["status"], body["live_calls"]) == (200, "ready", 0) and body["instance"]
-            channel = await switch.place_call(variables={"hold_s": "4"}, outbound_socket=("127.0.0.1", serve.esl_port))
+            channel = await switch.place_call(variables={"hold_s": "10"}, outbound_socket=("127.0.0.1", serve.esl_port))
             await _until_live(serve, 1)
             sent = time.monotonic()
             serve.process.send_signal(signal.SIGTERM)
-            await serve.wait_for("stopping: taking no new calls; 1 call\\(s\\) in progress get up to 20 s")
+            await serve.wait_for("stopping: taking no new calls; 1 call\\(s\\) in progress get up to 60 s")
             status, body = await _get(serve.api_port, "/health/ready")
             assert (status, body["status"], body["live_calls"]) == (503, "draining", 1)
             assert (await _get(serve.api_port, "/health/live"))[0] == 200
@@ -124,13 +124,13 @@ async def test_sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_ex
             assert code == 1 and "answered 503" in said and TOKEN not in said
             assert await _refused(serve.esl_port)  # FreeSWITCH's socket app fails over to the next instance
             assert not channel.ended.is_set()  # the call in progress goes on
-            await asyncio.wait_for(serve.process.wait(), 30)
+            await asyncio.wait_for(serve.process.wait(), 50)
         finally:
             if serve.process.returncode is None:
                 serve.process.kill()
     took = time.monotonic() - sent
     assert serve.process.returncode == 0
-    assert 2.5 < took < 15, took  # the call's remaining ~3.5 s, not the 20 s deadline
+    assert 3 < took < 45, took  # the call's remaining ~9 s (more on a loaded machine), not the 60 s deadline
     assert _cdrs(tmp_path) == {channel.uuid: ("held", None)}
     assert channel.hangup_cause == "NORMAL_CLEARING"
 
