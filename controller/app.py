@@ -214,6 +214,10 @@ class Controller:
         call = self._new_call(data, link, outbound=True)
         link.on_event = call.handle_event
         link.on_notice = lambda frame: self._on_notice(call, frame)
+        # the call's task exists from the moment the call is listed: a drain starting now waits for it
+        self.spawn(self._run_outbound(call, link))
+
+    async def _run_outbound(self, call: FreeSwitchCall, link: EslLink) -> None:
         try:
             await link.command(esl.encode_command("myevents"))
             await link.command(esl.subscribe(["PLAYBACK_START", "PLAYBACK_STOP", *[
@@ -222,7 +226,7 @@ class Controller:
         except EslError as exc:
             log.error("call %s: could not set up the outbound socket: %s", call.info.uuid, exc)
             call.connection_lost(str(exc))
-        self.spawn(self.run_call(call))
+        await self.run_call(call)
 
     def _on_notice(self, call: FreeSwitchCall, frame: EslFrame) -> None:
         if frame.content_type == "voxgate/connection-lost":
