@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 from yarl import URL
 
-from controller.http_api import CallFilter, Records, _live_row, _plain
-from controller.records.report import _percentile, _replies, build_report
+from controller.http_api import CallFilter, Records, live_row, plain
+from controller.records.report import build_report, percentile
 
 if TYPE_CHECKING:
     from controller.app import Controller
@@ -126,17 +124,11 @@ def daily_figures(database_url: str, days: int, flow: str | None, today: date,
     """
     since = today - timedelta(days=days - 1)
     report = build_report(database_url, since, today, flow)
-    engine = create_engine(database_url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            replies = list(connection.execute(*_replies(since, today, flow)))
-    finally:
-        engine.dispose()
     calls: dict[str, list[Any]] = defaultdict(list)
     for row in report.days:
         calls[row.day].append(row)
     latencies: dict[str, list[Any]] = defaultdict(list)
-    for reply in replies:
+    for reply in report.replies:
         latencies[reply.started_at.date().isoformat()].append(reply)
     series = [_day(day.isoformat(), calls[day.isoformat()], latencies[day.isoformat()])
               for day in (since + timedelta(days=n) for n in range(days))]
@@ -156,11 +148,11 @@ def _day(day: str, flows: list[Any], replies: list[Any]) -> dict[str, Any]:
             "containment": contained / answered if answered else None,
             "avg_handle_s": handled / answered if answered else None,
             "replies": len(replies), "barged_in": sum(1 for r in replies if r.interrupted),
-            "p50_ms": _percentile(v2v, 50), "p95_ms": _percentile(v2v, 95)}
+            "p50_ms": percentile(v2v, 50), "p95_ms": percentile(v2v, 95)}
 
 
 def _pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {key: _plain(row[key]) for key in fields}
+    return {key: plain(row[key]) for key in fields}
 
 
 # ---------------------------------------------------------------- the routes
@@ -217,11 +209,9 @@ class _Dashboard:
     # ------------------------------------------------------------ data: a session and nothing else
 
     async def live(self, request: web.Request) -> web.Response:
-        live = [call for call in self.controller.calls.values()
-                if not call.ended.is_set() and call.transferred_to is None]
-        live.sort(key=lambda call: call.info.started_at or datetime.max.replace(tzinfo=UTC))
-        return web.json_response({"now": _plain(datetime.now(UTC)),
-                                  "calls": [_plain(_live_row(call)) for call in live]})
+        live = self.controller.calls.in_progress()
+        return web.json_response({"now": plain(datetime.now(UTC)),
+                                  "calls": [plain(live_row(call)) for call in live]})
 
     async def recent(self, request: web.Request) -> web.Response:
         limit = _number(request, "limit", DEFAULT_RECENT, MAX_RECENT)

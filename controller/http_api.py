@@ -343,10 +343,8 @@ class _Api:
     # ------------------------------------------------------------ live calls
 
     async def list_live_calls(self, request: web.Request, params: dict[str, Any], body: None) -> web.Response:
-        live = [call for call in self.controller.calls.values()
-                if not call.ended.is_set() and call.transferred_to is None]
-        live.sort(key=lambda call: call.info.started_at or datetime.max.replace(tzinfo=UTC))
-        return _json({"calls": [_shape("LiveCall", _live_row(call)) for call in live]})
+        live = self.controller.calls.in_progress()
+        return _json({"calls": [_shape("LiveCall", live_row(call)) for call in live]})
 
     async def hang_up(self, request: web.Request, params: dict[str, Any], body: dict[str, Any]) -> web.Response:
         call_uuid, cause = params["call_uuid"], body["cause"]
@@ -457,7 +455,7 @@ async def _command(command: Awaitable[None], action: str, call_uuid: str, field:
 
 def _shape(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
     """A response object: the properties the document gives schema `name` (the same on every server), from `row`."""
-    return {key: _plain(row[key]) for key in schema(document(), name)["properties"]}
+    return {key: plain(row[key]) for key in schema(document(), name)["properties"]}
 
 
 def _item_schema(array: Mapping[str, Any]) -> str:
@@ -465,7 +463,7 @@ def _item_schema(array: Mapping[str, Any]) -> str:
     return array["items"]["$ref"].rsplit("/", 1)[1]
 
 
-def _live_row(call: AdapterCall) -> dict[str, Any]:
+def live_row(call: AdapterCall) -> dict[str, Any]:
     info = call.info
     return {"pbx": info.pbx, "call_uuid": info.uuid, "direction": info.direction,
             "caller_id_name": info.caller_id_name, "caller_id_number": info.caller_id_number,
@@ -473,16 +471,16 @@ def _live_row(call: AdapterCall) -> dict[str, Any]:
             "answered_at": info.answered_at}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A stored value as JSON: times in RFC 3339 UTC, no NaN or infinity (JSON has none)."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +39,12 @@ class LiveCalls(dict[str, "AdapterCall"]):
             if not future.done():
                 future.set_result(None)
         return call
+
+    def in_progress(self) -> list[AdapterCall]:
+        """The calls still up and still voxgate's (not transferred away), oldest first."""
+        live = [call for call in self.values() if not call.ended.is_set() and call.transferred_to is None]
+        live.sort(key=lambda call: call.info.started_at or datetime.max.replace(tzinfo=UTC))
+        return live
 
     def expect(self, call_uuid: str, on_arrival: ArrivalHandler) -> None:
         """Call on_arrival(call) when a call with this uuid is adopted; one handler per uuid."""

@@ -48,12 +48,13 @@ class Tool:
     spec: ToolSpec
     fn: ToolFunction
     timeout_s: float = 5.0
+    takes_call: bool = False  # fn has a `call` parameter
 
     def on(self, call: Any) -> Tool:
         """This tool for one call: its `call` parameter, if it has one, is that call."""
-        if CALL_PARAMETER not in inspect.signature(self.fn).parameters:
+        if not self.takes_call:
             return self
-        return replace(self, fn=functools.partial(self.fn, **{CALL_PARAMETER: call}))
+        return replace(self, fn=functools.partial(self.fn, **{CALL_PARAMETER: call}), takes_call=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ def tool(fn: ToolFunction | None = None, *, name: str | None = None, description
     """Decorator: `@tool` or `@tool(timeout_s=2)` on a (sync or async) function with typed arguments."""
     def wrap(f: ToolFunction) -> Tool:
         return Tool(ToolSpec(name or f.__name__, description or inspect.getdoc(f) or f.__name__, _schema(f)),
-                    f, timeout_s)
+                    f, timeout_s, CALL_PARAMETER in inspect.signature(f).parameters)
     return wrap(fn) if fn is not None else wrap
 
 

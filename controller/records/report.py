@@ -60,6 +60,7 @@ class Report:
     days: list[DayFlow]
     causes: list[tuple[str, int]]
     latency: list[Latency]
+    replies: list[Any]  # the agent replies `latency` comes from (rows), for figures pooled another way
 
 
 def build_report(database_url: str, since: date | None = None, until: date | None = None,
@@ -73,7 +74,7 @@ def build_report(database_url: str, since: date | None = None, until: date | Non
             replies = list(connection.execute(*_replies(since, until, flow)))
     finally:
         engine.dispose()
-    return Report(since, until, flow, days, causes, _latency(replies))
+    return Report(since, until, flow, days, causes, _latency(replies), replies)
 
 
 def _where(column: str, since: date | None, until: date | None, flow: str | None, flow_column: str = "flow",
@@ -124,12 +125,12 @@ def _latency(rows: list[Any]) -> list[Latency]:
     out = []
     for (day, flow), group in sorted(groups.items()):
         v2v = sorted(r.voice_to_voice_ms for r in group if r.voice_to_voice_ms is not None)
-        out.append(Latency(day, flow, len(group), _percentile(v2v, 50), _percentile(v2v, 95),
+        out.append(Latency(day, flow, len(group), percentile(v2v, 50), percentile(v2v, 95),
                            sum(1 for r in group if r.interrupted)))
     return out
 
 
-def _percentile(values: list[float], pct: int) -> float | None:
+def percentile(values: list[float], pct: int) -> float | None:
     if not values:
         return None
     if len(values) == 1:

@@ -50,27 +50,25 @@ async def attended(call: AdapterCall, destination: str, *, consult: Consult | No
         raise CommandFailed("attended transfer needs the controller's dialer (outbound calls configured)")
     call.dialer.plan_leg(destination, call.info.pbx)  # ValueError/DialError before the caller hears anything
     await call.hold()
-    legs: list[LegResult] = []
+    leg: LegResult | None = None
     try:
-        result = await _transfer(call, destination, consult, timeout_s, legs)
+        leg = await _while_caller_stays(call, call.dialer.dial_leg(destination, pbx=call.info.pbx,
+                                                                   ring_timeout_s=max(1, round(timeout_s))))
+        result = await _consult_and_bridge(call, leg, destination, consult, timeout_s)
         # every attempt is a transfers row, those not taken too: how often the desk declines is worth a report
         error = None if result.accepted else result.detail or result.outcome
         call._emit(Transferred(datetime.now(UTC), destination, kind="attended", reason=reason, error=error,
                                outcome="accepted" if result.accepted else result.outcome))
         return result
     finally:
-        await _clean_up(call, legs[0] if legs else None)
+        await _clean_up(call, leg)
 
 
-async def _transfer(call: AdapterCall, destination: str, consult: Consult | None, timeout_s: float,
-                    legs: list[LegResult]) -> TransferResult:
-    """Dial, consult, bridge; the dialled leg goes into `legs` for the clean-up."""
-    assert call.dialer is not None
-    leg = await _while_caller_stays(call, call.dialer.dial_leg(destination, pbx=call.info.pbx,
-                                                               ring_timeout_s=max(1, round(timeout_s))))
+async def _consult_and_bridge(call: AdapterCall, leg: LegResult | None, destination: str, consult: Consult | None,
+                              timeout_s: float) -> TransferResult:
+    """What became of the dialled leg (None: the caller hung up while it rang)."""
     if leg is None:
         return TransferResult(False, "failed", "the caller hung up while the destination rang")
-    legs.append(leg)
     if leg.outcome != ANSWERED or leg.call is None:
         outcome = leg.outcome if leg.outcome in (BUSY, NO_ANSWER) else "failed"
         return TransferResult(False, outcome, leg.cause)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sqlite3
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from controller.simulator.fake_freeswitch import FakeFreeSwitch
+from tests.ops.serve_process import Instance, refusing
 
 VOXGATE = Path(sys.executable).parent / "voxgate"
 TOKEN = "drain-test-api-token-0123456789"
@@ -30,24 +31,12 @@ async def hold(call):
 """
 
 
-class Serve:
-    """One `voxgate serve` subprocess, its log, and the ports it reported."""
+@dataclass
+class Serve(Instance):
+    """One `voxgate serve` subprocess with its API: its log is read all the time (Instance)."""
 
-    def __init__(self, process: asyncio.subprocess.Process, env: dict[str, str]) -> None:
-        self.process, self.env = process, env
-        self.log: list[str] = []
-        self.esl_port = self.api_port = 0
-
-    async def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        async def read() -> re.Match[str]:
-            while True:
-                line = (await self.process.stderr.readline()).decode()
-                if not line:
-                    raise AssertionError(f"voxgate serve ended before logging {pattern!r}:\n{''.join(self.log)}")
-                self.log.append(line)
-                if match := re.search(pattern, line):
-                    return match
-        return await asyncio.wait_for(read(), timeout)
+    env: dict[str, str] = field(default_factory=dict)
+    api_port: int = 0
 
     async def health(self, *args: str) -> tuple[int, str]:
         probe = await asyncio.create_subprocess_exec(
@@ -68,7 +57,8 @@ async def _serve(tmp_path: Path, drain_s: float) -> Serve:
             "VOXGATE_DRAIN_S": str(drain_s)}
     process = await asyncio.create_subprocess_exec(
         str(VOXGATE), "serve", "--flows", "drainflows", cwd=tmp_path / "src", env=env, stderr=asyncio.subprocess.PIPE)
-    serve = Serve(process, env)
+    serve = Serve("drain", process, env=env)
+    serve.start_reading()
     serve.api_port = int((await serve.wait_for(r"HTTP API on http://127\.0\.0\.1:(\d+)/")).group(1))
     serve.esl_port = int((await serve.wait_for(r"voxgate ready: outbound ESL on 127\.0\.0\.1:(\d+)")).group(1))
     return serve
@@ -86,15 +76,6 @@ async def _until_live(serve: Serve, count: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never {count} live call(s)")
-
-
-async def _refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
 
 
 def _cdrs(tmp_path: Path) -> dict[str, tuple[str, str | None]]:
@@ -122,7 +103,7 @@ async def test_sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_ex
             assert (await _get(serve.api_port, "/health/live"))[0] == 200
             code, said = await serve.health("--ready")
             assert code == 1 and "answered 503" in said and TOKEN not in said
-            assert await _refused(serve.esl_port)  # FreeSWITCH's socket app fails over to the next instance
+            await refusing(serve.esl_port)  # FreeSWITCH's socket app fails over to the next instance
             assert not channel.ended.is_set()  # the call in progress goes on
             await asyncio.wait_for(serve.process.wait(), 50)
         finally:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +24,7 @@ from controller.audiofork.protocol import SUBPROTOCOL
 from controller.simulator.caller import Say, WaitFor
 from controller.simulator.distributor import Distributor, SocketTarget
 from controller.simulator.fake_freeswitch import FakeFreeSwitch
+from tests.ops.serve_process import Instance, refusing
 
 VOXGATE = Path(sys.executable).parent / "voxgate"
 SECRET = "scale-out-shared-token-secret-0123"  # shared on purpose: the instance claim keeps them apart
@@ -50,57 +49,6 @@ async def fingerprint(call):
     call.state["heard_s"] = round(heard.duration, 2)
     return "fingerprinted"
 '''
-
-
-@dataclass
-class Instance:
-    """One `voxgate serve` subprocess: its id, the ports it reported and every line it logged."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    log: list[str] = field(default_factory=list)
-    esl_port: int = 0
-    ws_port: int = 0
-    _reader: asyncio.Task | None = None
-    _grew: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def target(self) -> SocketTarget:
-        return SocketTarget("127.0.0.1", self.esl_port)
-
-    def start_reading(self) -> None:
-        """Read stderr all the time, so a chatty instance never blocks on a full pipe."""
-        async def read() -> None:
-            while line := await self.process.stderr.readline():
-                self.log.append(line.decode())
-                self._grew.set()
-            self._grew.set()
-        self._reader = asyncio.create_task(read())
-
-    async def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        async def scan() -> re.Match[str]:
-            seen = 0
-            while True:
-                for line in self.log[seen:]:
-                    if match := re.search(pattern, line):
-                        return match
-                seen = len(self.log)
-                if self._reader is not None and self._reader.done():
-                    raise AssertionError(f"{self.name} ended before logging {pattern!r}:\n{''.join(self.log)}")
-                self._grew.clear()
-                await self._grew.wait()
-        return await asyncio.wait_for(scan(), timeout)
-
-    async def stop(self) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), 30)
-        finally:
-            if self.process.returncode is None:
-                self.process.kill()
-            if self._reader is not None:
-                await asyncio.wait_for(self._reader, 5)
 
 
 def _env(tmp_path: Path, database_url: str, name: str = "") -> dict[str, str]:
@@ -156,18 +104,6 @@ def _cdrs(database_url: str) -> list[dict]:
 
 async def _wait_ended(channels, timeout: float = 30) -> None:
     await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in channels)), timeout)
-
-
-async def _refusing(port: int, timeout: float = 10) -> None:
-    async def poll() -> None:
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except ConnectionRefusedError:
-                return
-            writer.close()
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def _forking(channel, timeout: float = 15) -> str:
@@ -231,7 +167,7 @@ async def test_a_draining_instance_finishes_its_call_while_new_calls_fail_over(t
             await a.wait_for(rf"refused: token wrong-instance \(call {held.uuid}: .*minted by 'vg-b', this is 'vg-a'")
 
             b.process.send_signal(signal.SIGTERM)  # drain: b closes its ESL listener, its call goes on
-            await _refusing(b.esl_port)
+            await refusing(b.esl_port)
             spread = Distributor([a.target, b.target], "round-robin")
             orders = [spread.order(f"1555020{n:04d}") for n in range(2, 8)]
             assert [order[0] for order in orders].count(b.target) == 3  # half of them try b first
