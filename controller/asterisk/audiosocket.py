@@ -20,10 +20,12 @@ FRAME_MS = 20
 HEADER_BYTES = 3
 MAX_PAYLOAD = 0xFFFF
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-# A stall drains the phone's jitter buffer; catching up refills it. Three frames (60 ms) fit the
-# smallest common jitter buffer: Asterisk forwards a burst untouched (no buffer, no re-timing), and
-# a recorded 4.8 s burst left only ~2.3 s audible on the caller's leg.
-MAX_BURST_FRAMES = 3
+# No catching up after a stall: Asterisk forwards frames untouched (no jitter buffer, no re-timing)
+# and the caller's phone has already played the stall as silence, so a catch-up burst recovers
+# nothing and lands on a buffer that may still hold a frame or two: with a 60 ms phone buffer, a
+# 3-frame catch-up lost 45 frames over four 80 ms stalls where 1 lost none. A recorded 4.8 s burst
+# left only ~2.3 s audible on the caller's leg. The stall becomes slipped time instead.
+MAX_BURST_FRAMES = 1
 # app_audiosocket hangs up after 2000 ms without a frame in either direction (MAX_WAIT_TIMEOUT_MSEC);
 # the channel driver has no such limit. For the simulator's fake Asterisk.
 APP_IDLE_TIMEOUT_S = 2.0
@@ -269,8 +271,8 @@ class Pacer:
 
     Asterisk plays each frame the moment it arrives (no jitter buffer), so send times are the
     caller's playout times: a burst is mostly lost, a late frame is a gap. After a stall the
-    pacer catches up with at most `max_burst` frames at once; lateness beyond that is given up
-    (`slipped_ms`), never sent as a burst. A trailing partial frame is padded with silence.
+    pacer sends at most `max_burst` frames at once (by default one: no catch-up); lateness beyond
+    that is given up (`slipped_ms`) and the audio goes on from where it stopped, nothing dropped. A trailing partial frame is padded with silence.
     Without keep-alive the schedule stops when the queue is empty and the next push() starts a
     new one; with keep-alive every slot carries a frame, silence when there is no audio.
     """

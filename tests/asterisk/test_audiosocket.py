@@ -347,22 +347,35 @@ def test_jittery_wakeups_stay_on_the_absolute_schedule():
     assert all(0 <= t - 0.02 * k <= 0.008 for k, t in enumerate(sent_at))
 
 
-def test_short_stall_is_caught_up():
+def test_stall_is_slipped_not_caught_up():
     pacer = aso.Pacer(8000)
+    pcm = _tone(500)
+    pacer.push(pcm, now=0.0)
+    first = pacer.poll(0.0)
+    late = pacer.poll(0.065)  # slots 20, 40, 60 ms were all missed by one 45 ms stall
+    assert len(late) == aso.MAX_BURST_FRAMES == 1  # the phone played the gap already: no burst
+    assert pacer.slipped_ms == 40
+    assert pacer.next_due() == pytest.approx(0.08)  # back on the 20 ms grid
+    rest = _run(pacer, until=5.0)
+    assert _payloads(first + late + [f for _, f in rest]) == pcm  # late, but nothing lost
+
+
+def test_short_stall_is_caught_up_within_max_burst():
+    pacer = aso.Pacer(8000, max_burst=3)
     pacer.push(_tone(500), now=0.0)
     assert len(pacer.poll(0.0)) == 1
-    assert len(pacer.poll(0.065)) == 3  # slots 20, 40, 60 ms were all missed by one 45 ms stall
+    assert len(pacer.poll(0.065)) == 3
     assert pacer.next_due() == pytest.approx(0.08)
     assert pacer.slipped_ms == 0
 
 
 def test_long_stall_catches_up_at_most_max_burst_and_slips_the_rest():
-    pacer = aso.Pacer(8000)
+    pacer = aso.Pacer(8000, max_burst=3)
     pcm = _tone(1000)
     pacer.push(pcm, now=0.0)
     first = pacer.poll(0.0)
     burst = pacer.poll(0.110)  # a full GC pass: slots 20..100 ms (5 frames) missed
-    assert len(burst) == aso.MAX_BURST_FRAMES == 3
+    assert len(burst) == 3
     assert pacer.slipped_ms == 40
     assert pacer.next_due() == pytest.approx(0.120)  # back on the 20 ms grid
     rest = _run(pacer, until=5.0)
