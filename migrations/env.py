@@ -8,9 +8,13 @@ logging is configured here so a URL with a password is never printed.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from controller.records.models import Base
+
+# Instances started together each run `voxgate db upgrade`: on PostgreSQL they take turns on this
+# transaction-scoped advisory lock, and the later ones find the schema already at head.
+MIGRATION_LOCK = 0x766F7867  # "voxg"
 
 
 def _database_url() -> str:
@@ -37,6 +41,8 @@ def _run() -> None:
                 render_as_batch=connection.dialect.name == "sqlite",
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -181,3 +185,15 @@ def test_call_instance_revision_goes_down_and_up_again(empty_url):
         assert "instance" not in _columns(empty_url, "calls")
     migrate.upgrade(empty_url)
     assert _model_drift(empty_url) == []
+
+
+def test_instances_upgrading_together_take_turns(pg_database_url):
+    """Several instances started at once each run `voxgate db upgrade` on the same empty database."""
+    voxgate = Path(sys.executable).parent / "voxgate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")} | {
+        "VOXGATE_DATABASE_URL": pg_database_url}
+    runs = [subprocess.Popen([str(voxgate), "db", "upgrade"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT) for _ in range(4)]
+    said = [run.communicate(timeout=120)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, said
+    assert _model_drift(pg_database_url) == []
