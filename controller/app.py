@@ -226,6 +226,11 @@ class Controller:
         except EslError as exc:
             log.error("call %s: could not set up the outbound socket: %s", call.info.uuid, exc)
             call.connection_lost(str(exc))
+        else:
+            await call.claim()
+        if call.info.session:
+            log.warning("call %s: taken over as session %d (an earlier instance lost it mid-call): its flow "
+                        "starts again", call.info.uuid, call.info.session)
         await self.run_call(call)
 
     def _on_notice(self, call: FreeSwitchCall, frame: EslFrame) -> None:
@@ -252,9 +257,11 @@ class Controller:
         info.flow = choose_flow(info, self.settings.routes, self.settings.default_flow)  # once, so the CDR shows it
         call.agent_engines = self.engines
         call.dialer = self.dialer  # attended transfers dial their consult leg through it
-        call.on_turn = self._on_turn
+        call.on_turn = self._on_turn if not info.session else \
+            lambda turn: self._on_turn(replace(turn, seq=info.seq_base + turn.seq))
         books = self._books[info.uuid] = _CallBooks(
-            DtmfLog(info.pbx, info.uuid, self._submit_record, mask=self.redactor is not None))
+            DtmfLog(info.pbx, info.uuid, self._submit_record, mask=self.redactor is not None,
+                    first_seq=info.seq_base + 1))
         call.on_call_event = lambda event: self._on_call_event(books, info, event)
         if _wants_recording(self.settings.record_calls, info.variables):
             if self.recordings is None:
@@ -262,9 +269,10 @@ class Controller:
                             "(recordings are never stored unencrypted): not recording", info.uuid)
             else:
                 call.media.tap = books.recorder = self.recordings.start(
-                    info.pbx, info.uuid, call.media.sample_rate, info.started_at or datetime.now(UTC))
+                    info.pbx, info.uuid, call.media.sample_rate, info.started_at or datetime.now(UTC),
+                    seq=info.seq_base + 1)
         self.calls[info.uuid] = call
-        self._seq[info.uuid] = 0
+        self._seq[info.uuid] = info.seq_base
         self.stats.started += 1
         self.webhooks.publish("call.started", call_started(info))
         if self.tracing is not None:
@@ -456,9 +464,9 @@ class Controller:
             books.dtmf.sent(event.at, event.digits)
         elif isinstance(event, Transferred):
             books.transfers += 1
-            transfer = TransferRecord(info.pbx, info.uuid, books.transfers, event.at, event.destination, event.kind,
-                                      event.reason, event.outcome or ("failed" if event.error else "accepted"),
-                                      event.error)
+            transfer = TransferRecord(info.pbx, info.uuid, info.seq_base + books.transfers, event.at,
+                                      event.destination, event.kind, event.reason,
+                                      event.outcome or ("failed" if event.error else "accepted"), event.error)
             self._submit_record(transfer)
             self.webhooks.publish("call.transferred", call_transferred(transfer))
         elif isinstance(event, Answered):

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from controller.verbs.gather import GatherResult
     from controller.verbs.record import RecordResult
 
+SESSION_SEQ_SPAN = 1_000_000  # record numbers one voxgate session of a call may use
+
 
 class CallGone(Exception):
     """The call hung up (or its control connection was lost) while a verb was running."""
@@ -208,6 +210,15 @@ class CallInfo:
     variables: dict[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
     answered_at: datetime | None = None
+    # voxgate sessions this call had before this one: above 0 when an instance died mid-call and
+    # the dialplan handed the live call to another instance (FreeSWITCH's next `socket` action)
+    session: int = 0
+
+    @property
+    def seq_base(self) -> int:
+        """Where this session numbers the call's events, turns and digits: clear of the sessions
+        before it, whose records are already stored under the same call uuid."""
+        return self.session * SESSION_SEQ_SPAN
 
 
 class Call(Protocol):

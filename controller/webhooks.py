@@ -65,6 +65,7 @@ class CallStarted:
     destination: str
     flow: str
     started_at: datetime
+    session: int  # 0; 1 and up when another instance took the live call over (the flow starts again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
 def call_started(info: CallInfo, at: datetime | None = None) -> CallStarted:
     """From a call just adopted (its flow chosen); `at` when the PBX gave no start time."""
     return CallStarted(info.pbx, info.uuid, info.direction, info.caller_id_name, info.caller_id_number,
-                       info.destination, info.flow, info.started_at or at or datetime.now(UTC))
+                       info.destination, info.flow, info.started_at or at or datetime.now(UTC), info.session)
 
 
 def call_answered(info: CallInfo, at: datetime) -> CallAnswered:

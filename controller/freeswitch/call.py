@@ -29,6 +29,9 @@ AUDIT_HEADERS = (
     "DTMF-Duration", "Playback-File-Path", "Playback-Status", "Hangup-Cause", "Answer-State",
     "Channel-Call-State", "Job-UUID",
 )
+# Set on the channel when a voxgate session takes the call: the next session (another instance,
+# after this one died mid-call) reads it from the channel data and numbers its records after ours.
+SESSION_VAR = "voxgate_session"
 
 
 def call_info_from_channel(data: dict[str, str]) -> CallInfo:
@@ -44,7 +47,13 @@ def call_info_from_channel(data: dict[str, str]) -> CallInfo:
         destination=data.get("Caller-Destination-Number", ""),
         flow=variables.get("voxgate_flow", "").strip(), variables=variables,
         started_at=started or datetime.now(UTC),
-        answered_at=_micros(data.get("Caller-Channel-Answered-Time", "0")))  # the dialplan may have answered
+        answered_at=_micros(data.get("Caller-Channel-Answered-Time", "0")),  # the dialplan may have answered
+        session=_next_session(variables.get(SESSION_VAR, "")))
+
+
+def _next_session(previous: str) -> int:
+    """This session's number: one past the one the channel says an earlier instance had."""
+    return int(previous) + 1 if previous.isdigit() else 0
 
 
 def _micros(value: str) -> datetime | None:
@@ -108,7 +117,8 @@ class FreeSwitchCall(AdapterCall):
             self._emit(MediaConnected(now, self.media.sample_rate, self.media.spec.channels))
         elif kind in ("mod_audio_fork::connect_failed", "mod_audio_fork::disconnect"):
             reason = event.body or kind.split("::")[1]
-            log.warning("call %s: audio fork %s", self.info.uuid, reason)
+            if not self._ended.is_set():  # the fork closing as the call ends is no news
+                log.warning("call %s: audio fork %s", self.info.uuid, reason)
             self._emit(MediaLost(now, reason))
         elif kind == "CHANNEL_HANGUP":
             self._on_hangup(event.headers.get("Hangup-Cause", "NORMAL_CLEARING"))
@@ -186,9 +196,28 @@ class FreeSwitchCall(AdapterCall):
             raise CallGone(self.hangup_cause)
         return waiter.result()
 
+    async def claim(self) -> None:
+        """Mark the channel as this session's (see SESSION_VAR). Best effort: without the mark, only
+        a later takeover's first records would collide with ours."""
+        try:
+            await self._api(f"uuid_setvar {self.info.uuid} {SESSION_VAR} {self.info.session}")
+        except (CallGone, CommandFailed) as exc:
+            log.warning("call %s: could not mark the channel with %s: %s", self.info.uuid, SESSION_VAR, exc)
+
     async def start_media(self, metadata: dict) -> None:
         """Ask FreeSWITCH to fork this call's audio to voxgate (it connects back over WebSocket)."""
-        await self._api(fork.start_command(self.info.uuid, self.media.spec, metadata))
+        start = fork.start_command(self.info.uuid, self.media.spec, metadata)
+        if self.info.session == 0:
+            await self._api(start)
+            return
+        # Taken over from an instance that died: its fork stays attached to the channel, and
+        # mod_audio_fork refuses a new start until that one is stopped.
+        try:
+            await self._api(start)
+        except CommandFailed:
+            await self.link_api(fork.stop_command(self.info.uuid))
+            log.info("call %s: stopped the audio fork an earlier session left on the channel", self.info.uuid)
+            await self._api(start)
 
     async def answer(self) -> None:
         if self.info.answered_at is None:

@@ -22,11 +22,11 @@ class DtmfLog:
     """Turns one call's digits into DtmfRecords; `close()` at the end of the call releases the last run."""
 
     def __init__(self, pbx: str, call_uuid: str, submit: Callable[[DtmfRecord], None], *, mask: bool = True,
-                 gap_s: float = 4.0) -> None:
+                 gap_s: float = 4.0, first_seq: int = 1) -> None:
         self._pbx, self._uuid, self._submit = pbx, call_uuid, submit
         self._mask = mask
         self._gap = timedelta(seconds=gap_s)
-        self._seq = 0
+        self._seq = first_seq - 1
         self._run: list[DtmfRecord] = []
 
     def pressed(self, at: datetime, digit: str, duration_ms: int = 0) -> None:

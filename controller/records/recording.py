@@ -146,8 +146,9 @@ class _EncryptedFile:
 class Recorder:
     """One call's recording; a MediaTap. `await close()` seals the file and returns its record (None on failure)."""
 
-    def __init__(self, store: RecordingStore, path: Path, header: dict, started_at: datetime) -> None:
+    def __init__(self, store: RecordingStore, path: Path, header: dict, started_at: datetime, seq: int = 1) -> None:
         self._store = store
+        self._seq = seq
         self.rate: int = header["sample_rate"]
         self._header = header
         self._started_at = started_at
@@ -202,7 +203,7 @@ class Recorder:
             await asyncio.get_running_loop().run_in_executor(self._store.executor, self._file.abandon)
             return None
         return RecordingRecord(
-            pbx=self._header["pbx"], call_uuid=self._header["call_uuid"], seq=1, path=str(self._file.path),
+            pbx=self._header["pbx"], call_uuid=self._header["call_uuid"], seq=self._seq, path=str(self._file.path),
             started_at=self._started_at, duration_s=round(total / self.rate, 3), channels=CHANNELS,
             sample_rate=self.rate, size_bytes=size, sha256=digest, key_id=self._header["key_id"])
 
@@ -261,15 +262,17 @@ class RecordingStore:
         self.key = key
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxgate-recording")
 
-    def start(self, pbx: str, call_uuid: str, sample_rate: int, started_at: datetime) -> Recorder:
-        """A recorder for one call, its file under directory/YYYY/MM/DD/ (purged by age)."""
+    def start(self, pbx: str, call_uuid: str, sample_rate: int, started_at: datetime, *, seq: int = 1) -> Recorder:
+        """A recorder for one call, its file under directory/YYYY/MM/DD/ (purged by age); a call taken
+        over by another session records again under a later `seq`, in a file of its own."""
         if not call_uuid or "/" in call_uuid or call_uuid.startswith("."):
             raise ValueError(f"bad call uuid for a file name: {call_uuid!r}")
         header = {"v": 1, "pbx": pbx, "call_uuid": call_uuid, "key_id": self.key.key_id,
                   "sample_rate": sample_rate, "channels": CHANNELS, "started_at": started_at.isoformat(),
                   "nonce_prefix": secrets.token_bytes(_PREFIX_BYTES).hex()}
-        path = self.directory / started_at.strftime("%Y/%m/%d") / f"{call_uuid}{SUFFIX}"
-        return Recorder(self, path, header, started_at)
+        name = call_uuid if seq == 1 else f"{call_uuid}-{seq}"
+        path = self.directory / started_at.strftime("%Y/%m/%d") / f"{name}{SUFFIX}"
+        return Recorder(self, path, header, started_at, seq)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

@@ -193,3 +193,47 @@ async def test_a_draining_instance_finishes_its_call_while_new_calls_fail_over(t
         row = cdrs[uuid]
         assert (row["outcome"], row["state"]["instance"]) == ("fingerprinted", "vg-a"), row
         assert abs(row["state"]["tone_hz"] - hz) <= 5 and channel.hangup_cause == "NORMAL_CLEARING", row
+
+
+def _events(database_url: str, call_uuid: str) -> list[tuple[int, str]]:
+    """(seq, kind) of one call's stored events, in order (blocking: run it in a thread)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as db:
+            return [tuple(row) for row in db.execute(text(
+                "select seq, type from call_events where call_uuid = :uuid order by seq"), {"uuid": call_uuid})]
+    finally:
+        engine.dispose()
+
+
+async def test_a_call_survives_its_instance_dying_mid_call(tmp_path, pg_database_url):
+    a, b = await _start_two(tmp_path, pg_database_url)
+    try:
+        async with FakeFreeSwitch("ClueCon", esl_port=None) as switch:
+            channel = await _call(switch, [a.target, b.target], "15550300001", 440, listen_s=4.0)
+            assert urlsplit(await _forking(channel)).port == a.ws_port
+            await asyncio.sleep(0.5)  # vg-a's flow is listening
+            a.process.kill()  # no drain, no goodbye: the socket and the fork's WebSocket just drop
+
+            # FreeSWITCH's next socket action hands the live caller to vg-b, which takes the call over
+            await b.wait_for(rf"call {channel.uuid}: taken over as session 1")
+            await b.wait_for(rf"call {channel.uuid}: stopped the audio fork an earlier session left")
+            assert urlsplit(await _forking(channel)).port == b.ws_port
+            await _wait_ended([channel])
+            assert channel.hangup_cause == "NORMAL_CLEARING"
+            assert switch.socket_targets[channel.uuid] == (b.target.host, b.target.port)
+            assert channel.variables["voxgate_session"] == "1"
+    finally:
+        codes = [await a.stop(), await b.stop()]
+    assert codes == [-signal.SIGKILL, 0], "".join(a.log + b.log)
+
+    [row] = await asyncio.to_thread(_cdrs, pg_database_url)  # one CDR: the session that ended the call
+    assert (row["call_uuid"], row["outcome"], row["error"], row["instance"]) == (
+        channel.uuid, "fingerprinted", None, "vg-b"), row
+    assert row["state"]["instance"] == "vg-b" and abs(row["state"]["tone_hz"] - 440) <= 5, row
+    assert row["state"]["heard_s"] >= 3.5, row  # the flow started over and heard the caller again
+    events = await asyncio.to_thread(_events, pg_database_url, channel.uuid)
+    second = [kind for seq, kind in events if seq >= 1_000_000]
+    assert second and second[-1] == "CHANNEL_HANGUP_COMPLETE", events  # vg-b's events, none dropped as duplicates
+    assert all(seq < 1_000_000 for seq, _ in events[:len(events) - len(second)])  # vg-a's, if it stored any
+    assert "refused" not in "".join(b.log)

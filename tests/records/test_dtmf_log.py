@@ -57,3 +57,11 @@ def test_sent_digits_and_unmasked_logs():
     log.close()
     assert "".join(r.digit for r in stored) == "4556737586899855" * 2
     assert [r.direction for r in stored[:16]] == ["out"] * 16
+
+
+def test_a_later_session_numbers_its_digits_after_the_earlier_ones():
+    stored = []
+    log = DtmfLog("freeswitch", "c", stored.append, mask=False, first_seq=1_000_001)
+    _press(log, "12")
+    log.sent(T0, "9")
+    assert [r.seq for r in stored] == [1_000_001, 1_000_002, 1_000_003]

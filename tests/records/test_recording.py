@@ -122,3 +122,16 @@ def test_keys_are_checked():
             parse_keys(text)
     assert "k1" in repr(KEY) or "k2" in repr(KEY)
     assert base64.b64encode(KEY.key).decode() not in repr(KEY)
+
+
+async def test_a_later_session_of_the_call_records_to_a_file_of_its_own(tmp_path):
+    first, _ = await _record(tmp_path)
+    store = RecordingStore(tmp_path / "rec", KEY)
+    recorder = store.start("freeswitch", "call-1", 8000, T0, seq=1_000_001)  # taken over by another instance
+    recorder.caller(tone(300, 500, 8000), 8000)
+    second = await recorder.close()
+    store.close()
+    assert second.seq == 1_000_001 and first.seq == 1
+    assert second.path.endswith("call-1-1000001.vxrec") and second.path != first.path
+    assert decrypt(first.path, [KEY]).complete  # the first session's file is untouched
+    assert len(decrypt(second.path, [KEY]).pcm) == 2 * len(tone(300, 500, 8000))

@@ -67,7 +67,7 @@ def test_call_started_and_answered_come_from_the_call_info():
     data = body_of("call.started", call_started(info))["data"]
     assert data == {"pbx": "freeswitch", "call_uuid": info.uuid, "direction": "inbound",
                     "caller_id_name": "Ada Lovelace", "caller_id_number": "+442071234567", "destination": "5000",
-                    "flow": "assistant", "started_at": "2026-11-25T09:30:00.000000+00:00"}
+                    "flow": "assistant", "started_at": "2026-11-25T09:30:00.000000+00:00", "session": 0}
     info.started_at = None  # a PBX that gave no start time: the moment of adoption
     assert call_started(info, at=T0 + timedelta(hours=1)).started_at == T0 + timedelta(hours=1)
     answered = Answered(T0 + timedelta(seconds=2))
