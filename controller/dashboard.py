@@ -162,12 +162,14 @@ class _Dashboard:
     def __init__(self, controller: Controller, token: str, records: Records) -> None:
         self.controller, self.records = controller, records
         self.sessions = Sessions.for_token(token)
+        self._signed_out: dict[str, int] = {}  # cookie -> its expiry: refused until then, though still signed
         self._token = token.encode()
         self._assets = {name: (ASSETS / name).read_bytes() for name in
                         ("login.html", "dashboard.html", *_PUBLIC, *_PRIVATE)}
 
     def signed_in(self, request: web.Request) -> bool:
-        return self.sessions.valid(request.cookies.get(COOKIE), time.time())
+        cookie = request.cookies.get(COOKIE)
+        return self.sessions.valid(cookie, time.time()) and cookie not in self._signed_out
 
     async def index(self, request: web.Request) -> web.Response:
         if self.signed_in(request):
@@ -184,15 +186,20 @@ class _Dashboard:
             return self._login_form(401, _WRONG_TOKEN)
         response = web.Response(status=303, headers={"Location": PREFIX})
         response.set_cookie(COOKIE, self.sessions.issue(time.time()), max_age=self.sessions.ttl_s, path=PREFIX,
-                            httponly=True, samesite="Strict", secure=request.secure)
+                            httponly=True, samesite="Strict", secure=_secure(request))
         log.info("dashboard: signed in from %s", request.remote)
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
         if not _same_origin(request):
             return web.Response(status=403, text="cross-site sign-out refused")
+        now = int(time.time())
+        self._signed_out = {cookie: expiry for cookie, expiry in self._signed_out.items() if expiry > now}
+        if self.signed_in(request):  # a copy of the cookie must not outlive the sign-out
+            cookie = request.cookies[COOKIE]
+            self._signed_out[cookie] = int(cookie.partition(".")[0])
         response = web.Response(status=303, headers={"Location": PREFIX})
-        response.del_cookie(COOKIE, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure)
+        response.del_cookie(COOKIE, path=PREFIX, httponly=True, samesite="Strict", secure=_secure(request))
         return response
 
     async def asset(self, request: web.Request) -> web.Response:
@@ -247,6 +254,13 @@ def _number(request: web.Request, name: str, default: int, most: int) -> int:
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise _BadQuery(f"{name} must be a whole number from 1 to {most}")
     return int(raw)
+
+
+def _secure(request: web.Request) -> bool:
+    """HTTPS here, or at the TLS-terminating proxy in front (X-Forwarded-Proto). The header needs no
+    trust: it can only add the Secure flag, which narrows where the browser sends the cookie."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -82,13 +82,28 @@ async def test_signing_in_sets_a_strict_http_only_session_cookie_and_signing_out
     status, script, response = await _get(board, "/static/dashboard.js", value)
     assert status == 200 and response.content_type == "text/javascript" and "/dashboard/data" in script
 
-    async with board.http.post(board.root + "/logout", allow_redirects=False) as response:
+    async with board.http.post(board.root + "/logout", allow_redirects=False,
+                               headers={"Cookie": f"{COOKIE}={value}"}) as response:
         assert response.status == 303 and response.headers["Location"] == "/dashboard"
         [cleared] = response.headers.getall("Set-Cookie")
     assert cleared.startswith(f'{COOKIE}=""')
     assert "max-age=0" in cleared.lower() and "path=/dashboard" in cleared.lower()
     status, page, _ = await _get(board, "", None)
     assert 'name="token"' in page
+    status, page, _ = await _get(board, "", value)  # a copy of the signed-out cookie opens nothing
+    assert status == 200 and 'name="token"' in page
+    for path in DATA:
+        status, _, _ = await _get(board, f"/data/{path}", value)
+        assert status == 401, path
+
+
+async def test_behind_a_tls_proxy_the_cookie_is_secure(board):
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with session.post(board.root + "/login", data={"token": TOKEN}, allow_redirects=False,
+                                headers={"X-Forwarded-Proto": "https"}) as response:
+            assert response.status == 303
+            [header] = response.headers.getall("Set-Cookie")
+    assert "secure" in [part.strip().lower() for part in header.split(";")]
 
 
 async def test_forged_expired_and_foreign_cookies_are_refused(board):
