@@ -126,6 +126,6 @@ def test_the_editable_install_keeps_the_migrations_beside_the_package():
     copies = {tuple(i.args.split()) for i in dockerfile() if i.keyword == "COPY" and i.stage == 0}
     assert ("controller", "./controller") in copies and ("migrations", "./migrations") in copies
     (install,) = [i for i in dockerfile() if i.keyword == "RUN" and "pip install" in i.args]
-    assert "pip install -e '.[postgres]'" in install.args
+    assert "pip install -e '.[postgres,otel]'" in install.args  # PostgreSQL, and traces when VOXGATE_OTEL=true
     workdir = next(i.args for i in dockerfile() if i.keyword == "WORKDIR" and i.stage == 0)
     assert f"COPY --from=build {workdir} {workdir}" in DOCKERFILE.read_text()
