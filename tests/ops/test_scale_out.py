@@ -196,7 +196,7 @@ async def test_a_draining_instance_finishes_its_call_while_new_calls_fail_over(t
 
 
 def _events(database_url: str, call_uuid: str) -> list[tuple[int, str]]:
-    """(seq, kind) of one call's stored events, in order (blocking: run it in a thread)."""
+    """(seq, type) of one call's stored events, in order (blocking: run it in a thread)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as db:
