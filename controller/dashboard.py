@@ -162,7 +162,7 @@ class _Dashboard:
     def __init__(self, controller: Controller, token: str, records: Records) -> None:
         self.controller, self.records = controller, records
         self.sessions = Sessions.for_token(token)
-        self._signed_out: dict[str, int] = {}  # cookie -> its expiry: refused until then, though still signed
+        self._signed_out: dict[str, float] = {}  # cookie -> when it can no longer be valid anyway
         self._token = token.encode()
         self._assets = {name: (ASSETS / name).read_bytes() for name in
                         ("login.html", "dashboard.html", *_PUBLIC, *_PRIVATE)}
@@ -193,11 +193,10 @@ class _Dashboard:
     async def logout(self, request: web.Request) -> web.Response:
         if not _same_origin(request):
             return web.Response(status=403, text="cross-site sign-out refused")
-        now = int(time.time())
-        self._signed_out = {cookie: expiry for cookie, expiry in self._signed_out.items() if expiry > now}
+        now = time.time()
+        self._signed_out = {cookie: until for cookie, until in self._signed_out.items() if until > now}
         if self.signed_in(request):  # a copy of the cookie must not outlive the sign-out
-            cookie = request.cookies[COOKIE]
-            self._signed_out[cookie] = int(cookie.partition(".")[0])
+            self._signed_out[request.cookies[COOKIE]] = now + self.sessions.ttl_s  # no valid cookie lasts longer
         response = web.Response(status=303, headers={"Location": PREFIX})
         response.del_cookie(COOKIE, path=PREFIX, httponly=True, samesite="Strict", secure=_secure(request))
         return response

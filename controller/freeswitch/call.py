@@ -207,14 +207,13 @@ class FreeSwitchCall(AdapterCall):
     async def start_media(self, metadata: dict) -> None:
         """Ask FreeSWITCH to fork this call's audio to voxgate (it connects back over WebSocket)."""
         start = fork.start_command(self.info.uuid, self.media.spec, metadata)
-        if self.info.session == 0:
-            await self._api(start)
-            return
-        # Taken over from an instance that died: its fork stays attached to the channel, and
-        # mod_audio_fork refuses a new start until that one is stopped.
         try:
             await self._api(start)
         except CommandFailed:
+            if not self.info.session:
+                raise
+            # Taken over from an instance that died: its fork stays attached to the channel, and
+            # mod_audio_fork refuses a new start until that one is stopped.
             await self.link_api(fork.stop_command(self.info.uuid))
             log.info("call %s: stopped the audio fork an earlier session left on the channel", self.info.uuid)
             await self._api(start)
